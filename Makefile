@@ -1,0 +1,34 @@
+# The GAN course. Two commands on a fresh machine:
+#   make train   set up .venv and train the FC GAN for a few minutes (the main job)
+#   make test    set up .venv and run the whole test suite (units + notebooks, fast mode)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SECONDS_TO_TRAIN ?= 180
+
+.PHONY: setup train test lab notebooks bench clean
+
+setup: $(STAMP)
+
+# One environment for everything; reinstalled when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+train: $(STAMP)
+	$(PY) -m gan_helpers train --model fc --max-seconds $(SECONDS_TO_TRAIN) --out images/runs/fc-mnist
+
+test: $(STAMP)
+	GAN_COURSE_FAST=1 $(PY) -m pytest -v tests
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(PY) bench/speed.py
+
+clean:
+	rm -rf images/runs .pytest_cache

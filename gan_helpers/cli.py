@@ -1,0 +1,226 @@
+"""The command line: ``python -m gan_helpers {train,sample,download} ...``.
+
+    python -m gan_helpers train --model fc --max-seconds 180 --out images/runs/fc-mnist
+    python -m gan_helpers train --resume images/runs/fc-mnist/checkpoint.pt --max-seconds 60
+    python -m gan_helpers train --recipe seed            # gan.py as written, 300 epochs
+    python -m gan_helpers sample --checkpoint CKPT --n 64 --out samples.png
+    python -m gan_helpers download mnist                 # full MNIST (needs internet)
+
+Options keep the seed's names (``--n_epochs`` is accepted for ``--epochs``). A bad
+value gets a one-line error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .data import DATASET_NAMES, DataFileError
+from .losses import LOSS_NAMES
+from .models import MODEL_NAMES
+
+RECIPE_HELP = (
+    "course: the fast in-memory loop with the course defaults; seed: gan.py exactly "
+    "(DataLoader + transforms, batch 64, lr 0.0002, betas (0.5, 0.999), 300 epochs)"
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes print one line (and where to look), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineErrors(
+        prog="python -m gan_helpers",
+        description="Train and sample the GAN course's models on MNIST.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train", help="train a GAN and write sample grids and a checkpoint",
+        description="Train a GAN. Stops at --epochs or --max-seconds (or --max-steps), "
+        "whichever comes first; Ctrl-C saves a checkpoint and stops.",
+    )
+    train.add_argument("--model", choices=MODEL_NAMES, default=None,
+                       help="fc: the seed's fully connected GAN; dcgan: the convolutional one (default fc)")
+    train.add_argument("--dataset", choices=DATASET_NAMES, default=None, help="default mnist")
+    train.add_argument("--recipe", choices=("course", "seed"), default=None, help=RECIPE_HELP)
+    stop = train.add_argument_group("when to stop (the first one reached)")
+    stop.add_argument("--epochs", "--n_epochs", type=_positive_float, default=None,
+                      help="total epochs, counted from the start of the run (seed: 300)")
+    stop.add_argument("--max-seconds", type=_positive_float, default=None,
+                      help="wall-clock seconds for this invocation")
+    stop.add_argument("--max-steps", type=_positive_int, default=None,
+                      help="total training steps (batches)")
+    hyper = train.add_argument_group("the seed's hyperparameters")
+    hyper.add_argument("--batch-size", "--batch_size", type=_positive_int, default=None,
+                       help="images per batch (seed: 64)")
+    hyper.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate (seed: 0.0002)")
+    hyper.add_argument("--b1", type=float, default=None, help="Adam beta1 (seed: 0.5)")
+    hyper.add_argument("--b2", type=float, default=None, help="Adam beta2 (seed: 0.999)")
+    hyper.add_argument("--latent-dim", "--latent_dim", type=_positive_int, default=None,
+                       help="noise size (seed: 100)")
+    hyper.add_argument("--loss", choices=LOSS_NAMES, default=None,
+                       help="bce: sigmoid in D + BCELoss (seed); bce-logits: BCEWithLogitsLoss, no sigmoid")
+    hyper.add_argument("--g-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                       help="BatchNorm in the FC generator's hidden layers")
+    hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
+                       help="steps between saved sample grids (seed: 400)")
+    hyper.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    files = train.add_argument_group("files")
+    files.add_argument("--out", type=Path, default=None,
+                       help="run folder for grids and checkpoint.pt (default images/runs/MODEL-DATASET)")
+    files.add_argument("--resume", type=Path, default=None, metavar="CKPT",
+                       help="continue from this checkpoint.pt, with its own configuration")
+    files.add_argument("--checkpoint-every", type=_positive_float, default=120.0,
+                       help="seconds between checkpoints (default 120; also at the end and on Ctrl-C)")
+    files.add_argument("--data-dir", type=Path, default=None,
+                       help="where full data sets live (default data/ in the project, or $GAN_DATA)")
+    files.add_argument("--download", action="store_true",
+                       help="download the full data set first if it is missing (needs internet)")
+    train.add_argument("--device", default="cpu", help="cpu, cuda, or auto (default cpu)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sample = sub.add_parser("sample", help="draw images from a trained generator",
+                            description="Draw images from a checkpoint or a generator file.")
+    sample.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or generator file")
+    sample.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
+    sample.add_argument("--out", type=Path, required=True,
+                        help=".npy: float32 array (N, 28, 28) in [-1, 1]; .png: a grid")
+    sample.add_argument("--seed", type=int, default=None, help="same seed, same images")
+
+    download = sub.add_parser("download", help="download full MNIST or Fashion-MNIST (internet)")
+    download.add_argument("dataset", choices=DATASET_NAMES, nargs="?", default="mnist")
+    download.add_argument("--data-dir", type=Path, default=None, help="target folder (default data/)")
+    return parser
+
+
+def _config_from_args(args):
+    from .training import SEED_EPOCHS, TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    recipe = given.pop("recipe", "course")
+    config = TrainConfig.for_recipe(recipe, **given)
+    if recipe == "seed" and args.epochs is None and args.max_seconds is None and args.max_steps is None:
+        args.epochs = SEED_EPOCHS
+    return config
+
+
+def _run_train(args) -> int:
+    import torch
+
+    from .data import load_images
+    from .training import GANTrainer, TrainConfig
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.resume is not None:
+        # The architecture comes from the checkpoint; only stopping rules may change.
+        conflicting = [
+            f"--{name.replace('_', '-')}"
+            for name in ("model", "dataset", "recipe", "batch_size", "lr", "b1", "b2",
+                         "latent_dim", "loss", "g_batchnorm", "seed")
+            if getattr(args, name) is not None
+        ]
+        if conflicting:
+            raise ValueError(
+                f"{', '.join(conflicting)} cannot change on --resume: the run continues with "
+                "its checkpoint's configuration. Leave them out, or start a new run with --out."
+            )
+        from .training import load_checkpoint
+
+        saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"])
+        data = load_images(saved.dataset, args.data_dir, args.download)
+        trainer = GANTrainer.from_checkpoint(
+            args.resume, data=data, out_dir=args.out, device=device,
+            checkpoint_every=args.checkpoint_every,
+        )
+        config = trainer.config
+    else:
+        config = _config_from_args(args)
+        data = load_images(config.dataset, args.data_dir, args.download)
+        out = args.out or Path("images") / "runs" / f"{config.model}-{config.dataset}"
+        trainer = GANTrainer(config, data=data, out_dir=out, device=device,
+                             checkpoint_every=args.checkpoint_every)
+    if args.epochs is None and args.max_seconds is None and args.max_steps is None:
+        args.max_seconds = 180.0
+    print(data.source)
+    print(f"training {config.model} GAN ({config.recipe} recipe) on {config.dataset}, "
+          f"from step {trainer.step}; output in {trainer.out_dir}")
+    trainer.fit(epochs=args.epochs, steps=args.max_steps, seconds=args.max_seconds,
+                progress=not args.quiet)
+    h = trainer.history
+    if h["g_loss"]:
+        print(f"step {trainer.step}: G loss {h['g_loss'][-1]:.3f}, D loss {h['d_loss'][-1]:.3f}, "
+              f"D(x) {h['d_real'][-1]:.2f}, D(G(z)) {h['d_fake'][-1]:.2f}")
+    print(f"sample grids: {trainer.out_dir}/step_*.png")
+    print(f"early vs late: {trainer.out_dir / 'early_vs_late.png'}")
+    print(f"checkpoint: {trainer.checkpoint_path}  (continue with --resume)")
+    return 130 if trainer.interrupted else 0
+
+
+def _run_sample(args) -> int:
+    import numpy as np
+
+    from .training import generate, load_generator
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".npy", ".png"):
+        raise ValueError(f"--out must end in .npy or .png, got {args.out.name!r}")
+    generator, _ = load_generator(args.checkpoint)
+    images = generate(generator, args.n, seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        np.save(args.out, images[:, 0].numpy().astype(np.float32))
+    else:
+        from torchvision.utils import save_image
+
+        save_image(images, args.out, nrow=min(8, args.n), normalize=True, value_range=(-1, 1))
+    print(f"wrote {args.n} samples to {args.out}")
+    return 0
+
+
+def _run_download(args) -> int:
+    from .data import download
+
+    raw = download(args.dataset, args.data_dir)
+    print(f"{args.dataset}: full data set in {raw}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .training import CheckpointError, TrainingDiverged
+
+    try:
+        run = {"train": _run_train, "sample": _run_sample, "download": _run_download}
+        return run[args.command](args)
+    except (ValueError, DataFileError, CheckpointError, TrainingDiverged, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,350 @@
+"""MNIST and Fashion-MNIST from their IDX files, scaled to [-1, 1] as the seed does.
+
+Where the data comes from, in order:
+
+1. The full training set (60,000 images) under the data root, in torchvision's layout
+   (``<root>/MNIST/raw/train-images-idx3-ubyte`` ...), as ``python -m gan_helpers download``
+   or ``torchvision.datasets.MNIST(root, download=True)`` leaves it.
+2. For Fashion-MNIST only: Debian's ``dataset-fashion-mnist`` files in
+   ``/usr/share/datasets/fashion-mnist/``.
+3. For MNIST only: the official MNIST test split (10,000 digits) shipped inside this
+   package, so the course runs offline. Training on it says so in one line.
+
+Nothing is downloaded unless asked (``download=True``): the same command then gives the
+same data, and so the same images, on every machine until the user chooses otherwise.
+
+Two ways to draw batches:
+
+- ``ShuffledBatches`` (the course's fast path) keeps the whole set as one float tensor
+  and takes each shuffled batch by index: no per-image PIL work in the training loop.
+- ``seed_dataloader`` is the seed's ``DataLoader`` with torchvision transforms
+  (``Resize``, ``ToTensor``, ``Normalize([0.5], [0.5])``), for ``--recipe seed``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+DATASET_NAMES = ("mnist", "fashion-mnist")
+SHIPPED_DIR = Path(__file__).resolve().parent / "mnist_test"
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+DOWNLOAD_HINT = "python -m gan_helpers download {dataset}  (needs internet)"
+
+
+class DataFileError(RuntimeError):
+    """A data file is missing, truncated or corrupt; the message says how to fix it."""
+
+
+@dataclass
+class ImageSet:
+    """A whole data set in memory.
+
+    images: uint8 tensor (N, 28, 28), pixel values 0..255.
+    labels: int64 tensor (N,), class indices 0..9.
+    source: one line saying what this is and where it came from.
+    full: False when this is the shipped 10,000-image fallback instead of the full
+          training set.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str
+    full: bool = True
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def scaled(self) -> torch.Tensor:
+        """The images as float32 (N, 1, 28, 28) in [-1, 1]: x / 127.5 - 1, which is the
+        seed's ``ToTensor()`` then ``Normalize([0.5], [0.5])``."""
+        return to_unit_range(self.images)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) in 0..255 -> float32 (N, 1, 28, 28) in [-1, 1]."""
+    return (images.float().div_(127.5).sub_(1.0)).unsqueeze(1)
+
+
+def default_data_root() -> Path:
+    """Where full data sets live: ``$GAN_DATA``, else ``data/`` in the project checkout,
+    else ``~/.cache/gan-course``."""
+    if os.environ.get("GAN_DATA"):
+        return Path(os.environ["GAN_DATA"])
+    project = SHIPPED_DIR.parent.parent
+    if (project / "pyproject.toml").exists():
+        return project / "data"
+    return Path.home() / ".cache" / "gan-course"
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def official_md5(dataset: str) -> dict[str, str]:
+    """File name -> md5 of the official compressed IDX files, from torchvision's own
+    table (``resources``) for ``dataset``."""
+    return {os.path.basename(url): md5 for url, md5 in _torchvision_class(dataset).resources}
+
+
+def read_idx(
+    path: str | os.PathLike, kind: str, fix: str, md5: dict[str, str] | None = None
+) -> torch.Tensor:
+    """Read one IDX file (plain or .gz) with torchvision's reader, after checking it.
+
+    kind: ``"images"`` (returns uint8 (N, rows, cols)) or ``"labels"`` (int64 (N,)).
+    fix: the sentence that tells the user how to repair a bad file.
+    md5: known md5 sums by file name (``official_md5(dataset)``); files not in it are
+    checked by their header and length only.
+    Raises DataFileError naming the file for a missing file, a wrong md5, a wrong magic
+    number or a wrong length.
+    """
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"MNIST data file {path} is missing. {fix}")
+    expected_md5 = (md5 or {}).get(path.name)
+    if expected_md5 is not None and _md5(path) != expected_md5:
+        raise DataFileError(
+            f"{path} is corrupt: its md5 is {_md5(path)}, the official file's is "
+            f"{expected_md5}. {fix}"
+        )
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataFileError(f"{path} is not a readable gzip file ({err}). {fix}") from err
+    header = 16 if kind == "images" else 8
+    if len(raw) < header:
+        raise DataFileError(f"{path} is truncated: {len(raw)} bytes, no IDX header. {fix}")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != _IDX_MAGIC[kind]:
+        raise DataFileError(
+            f"{path} is not an IDX {kind} file: magic number {magic:#010x}, expected "
+            f"{_IDX_MAGIC[kind]:#010x}. {fix}"
+        )
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(magic & 0xFF)]
+    expected_len = header + math.prod(dims)
+    if len(raw) != expected_len:
+        raise DataFileError(
+            f"{path} has the wrong length: {len(raw)} bytes, its header {dims} needs "
+            f"{expected_len}. The file is truncated or damaged. {fix}"
+        )
+    # torchvision's readers take a path to an uncompressed file.
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "idx"
+        plain.write_bytes(raw)
+        reader = read_image_file if kind == "images" else read_label_file
+        return reader(str(plain)).clone()
+
+
+def _read_pair(
+    folder: Path, prefix: str, fix: str, md5: dict[str, str] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    def find(stem: str) -> Path:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).exists():
+                return folder / name
+        return folder / (stem + ".gz")
+
+    images = read_idx(find(f"{prefix}-images-idx3-ubyte"), "images", fix, md5)
+    labels = read_idx(find(f"{prefix}-labels-idx1-ubyte"), "labels", fix, md5)
+    if len(images) != len(labels) or tuple(images.shape[1:]) != (28, 28):
+        raise DataFileError(
+            f"{folder}: {len(images)} images of shape {tuple(images.shape[1:])} but "
+            f"{len(labels)} labels; expected matching counts of 28x28 images. {fix}"
+        )
+    return images, labels
+
+
+def _has_pair(folder: Path, prefix: str) -> bool:
+    return any((folder / f"{prefix}-images-idx3-ubyte{ext}").exists() for ext in ("", ".gz"))
+
+
+def _torchvision_class(dataset: str):
+    from torchvision import datasets
+
+    if dataset == "mnist":
+        return datasets.MNIST
+    if dataset == "fashion-mnist":
+        return datasets.FashionMNIST
+    raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASET_NAMES)}")
+
+
+def download(dataset: str = "mnist", root: str | os.PathLike | None = None) -> Path:
+    """Download the full data set with torchvision into ``root``; returns its raw folder.
+
+    Raises DataFileError with the reason when there is no internet.
+    """
+    root = Path(root) if root is not None else default_data_root()
+    cls = _torchvision_class(dataset)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as err:  # torchvision raises RuntimeError or URLError
+        raise DataFileError(
+            f"could not download {dataset} into {root}: {str(err).splitlines()[0]} "
+            f"Without internet, copy the four IDX files into {root / cls.__name__ / 'raw'}."
+        ) from err
+    return root / cls.__name__ / "raw"
+
+
+def load_images(
+    dataset: str = "mnist",
+    root: str | os.PathLike | None = None,
+    download_missing: bool = False,
+) -> ImageSet:
+    """Load the training images of ``dataset`` (``"mnist"`` or ``"fashion-mnist"``).
+
+    Looks under ``root`` (default: ``default_data_root()``) for the full training set,
+    downloads it first when ``download_missing``, and otherwise falls back as the module
+    docstring says. Returns an ImageSet of uint8 images (N, 28, 28) and labels (N,).
+    """
+    cls = _torchvision_class(dataset)
+    root = Path(root) if root is not None else default_data_root()
+    raw = root / cls.__name__ / "raw"
+    if download_missing and not _has_pair(raw, "train"):
+        download(dataset, root)
+    fix = f"Delete it and run `{DOWNLOAD_HINT.format(dataset=dataset)}`."
+    if _has_pair(raw, "train"):
+        images, labels = _read_pair(raw, "train", fix, official_md5(dataset))
+        return ImageSet(images, labels, f"{dataset}: {len(images)} training images from {raw}")
+    if dataset == "fashion-mnist":
+        if _has_pair(DEBIAN_FASHION_DIR, "train"):
+            fix = "Reinstall it: apt-get install --reinstall dataset-fashion-mnist"
+            # Debian recompresses the files, so their .gz md5 differs from the official
+            # one; the header and length checks still catch damage.
+            images, labels = _read_pair(DEBIAN_FASHION_DIR, "train", fix, None)
+            return ImageSet(
+                images, labels,
+                f"fashion-mnist: {len(images)} training images from {DEBIAN_FASHION_DIR}",
+            )
+        raise DataFileError(
+            f"Fashion-MNIST not found in {raw} nor {DEBIAN_FASHION_DIR}. Get it with "
+            f"`{DOWNLOAD_HINT.format(dataset=dataset)}` or, on Debian, "
+            "`apt-get install dataset-fashion-mnist`."
+        )
+    images, labels = load_shipped_test_split()
+    return ImageSet(
+        images, labels,
+        f"Full MNIST not found in {raw}: training on the {len(images)} digits of the "
+        f"MNIST test split shipped with gan_helpers. For all 60,000: "
+        f"{DOWNLOAD_HINT.format(dataset='mnist')}",
+        full=False,
+    )
+
+
+def load_shipped_test_split() -> tuple[torch.Tensor, torch.Tensor]:
+    """The official MNIST test split shipped in the package: uint8 (10000, 28, 28) images
+    and int64 (10000,) labels. Never downloads."""
+    fix = (
+        "Restore the shipped file from the repository: "
+        f"git checkout -- {SHIPPED_DIR.name} (in {SHIPPED_DIR.parent}), or reinstall gan_helpers."
+    )
+    return _read_pair(SHIPPED_DIR, "t10k", fix, official_md5("mnist"))
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The image order of ``epoch``: int64 (n,), a function of (seed, epoch) only, so a
+    run can resume mid-epoch without replaying the earlier ones."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+class ShuffledBatches:
+    """Shuffled mini-batches drawn by index from one in-memory tensor.
+
+    images: float tensor (N, 1, 28, 28) in [-1, 1] (see ``ImageSet.scaled``).
+    Each epoch is a fresh permutation drawn from ``seed`` and the epoch number alone,
+    so any (epoch, position) can be resumed without replaying earlier epochs. The last
+    incomplete batch is dropped so every batch has ``batch_size`` images.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0) -> None:
+        if batch_size < 1 or batch_size > len(images):
+            raise ValueError(
+                f"batch_size must be between 1 and the data set size {len(images)}, "
+                f"got {batch_size}"
+            )
+        self.images = images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = len(images) // batch_size
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """Yield the batches of ``epoch`` from batch index ``start``: (B, 1, 28, 28)."""
+        perm = epoch_permutation(len(self.images), self.seed, epoch).to(self.images.device)
+        b = self.batch_size
+        for i in range(start, self.steps_per_epoch):
+            yield self.images.index_select(0, perm[i * b : (i + 1) * b])
+
+
+class UInt8ImageDataset(Dataset):
+    """A torchvision-style dataset over uint8 images (N, 28, 28): item i is
+    ``(transform(PIL image), label)``, exactly as ``torchvision.datasets.MNIST`` gives."""
+
+    def __init__(self, image_set: ImageSet, transform=None) -> None:
+        self.data, self.targets = image_set.images, image_set.labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.data[index].numpy())  # uint8 2-D -> mode "L"
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[index])
+
+
+def seed_transform():
+    """The seed's transform: PIL image -> float (1, 28, 28) in [-1, 1]."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [transforms.Resize(28), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
+    )
+
+
+def seed_dataloader(
+    image_set: ImageSet, batch_size: int, order: Sequence[int] | None = None
+) -> DataLoader:
+    """The seed's DataLoader: per-image PIL transforms, batches of (B, 1, 28, 28) in
+    [-1, 1] with their labels. ``order`` gives the sample order (the seed shuffles; the
+    trainer passes a seeded permutation so runs are reproducible and resumable)."""
+    dataset = UInt8ImageDataset(image_set, seed_transform())
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=order is None)
+
+
+class SeedLoaderBatches:
+    """The seed's data path with the ``ShuffledBatches`` interface: each batch goes
+    through the DataLoader and per-image transforms; the last batch may be smaller,
+    as in the seed (which keeps it)."""
+
+    def __init__(self, image_set: ImageSet, batch_size: int, seed: int = 0) -> None:
+        self.image_set = image_set
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = math.ceil(len(image_set) / batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """Yield the batches of ``epoch`` from batch index ``start``: (B, 1, 28, 28)."""
+        perm = epoch_permutation(len(self.image_set), self.seed, epoch)
+        order = perm[start * self.batch_size :].tolist()
+        for images, _labels in seed_dataloader(self.image_set, self.batch_size, order):
+            yield images

@@ -1,0 +1,153 @@
+"""Live views for notebooks: a training dashboard and a latent-space explorer.
+
+The dashboard is a hook for ``GANTrainer.fit``. Training runs in the cell itself, never
+inside an ``ipywidgets.Output`` context (which would swallow exceptions and turn the
+widget's text into the cell's output). The widgets are updated in place at most
+``updates_per_second`` times a second so the kernel spends its time training; when the
+run ends, or is interrupted from the kernel menu, the dashboard is replaced by a static
+PNG of its last state, so an executed or saved notebook still shows the result.
+
+    dash = LiveDashboard()
+    trainer.fit(seconds=120, hooks=[dash])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .plots import figure_png, grid_image, new_figure, plot_history
+
+
+def _grid_png(images: torch.Tensor, scale: int = 2) -> bytes:
+    """images (N, 1, 28, 28) in [-1, 1] -> PNG bytes of their grid, upscaled for screens."""
+    import io
+
+    from PIL import Image
+
+    grid = grid_image(images)
+    array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    picture = Image.fromarray(array)
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class LiveDashboard:
+    """Samples from a fixed noise batch, the G and D loss curves, and mean D(x) and
+    D(G(z)) with the 0.5 line, updated while ``GANTrainer.fit`` runs.
+
+    Pass it in ``hooks=[...]``; it shows itself on the first update. ``title`` heads
+    the dashboard; ``updates_per_second`` throttles redraws (about 2 by default).
+    """
+
+    def __init__(self, title: str = "Training", updates_per_second: float = 2.0) -> None:
+        import ipywidgets as widgets
+
+        self.title = title
+        self.min_interval = 1.0 / updates_per_second
+        self.status = widgets.HTML(f"<b>{title}</b>: waiting for the first step")
+        self.grid = widgets.Image(format="png", layout=widgets.Layout(width="300px"))
+        self.curves = widgets.Image(format="png", layout=widgets.Layout(width="620px"))
+        self.widget = widgets.VBox([self.status, widgets.HBox([self.grid, self.curves])])
+        self._figure, self._axes = new_figure(2, (8, 2.8))
+        self._handle = None
+        self._last = -math.inf
+        self.updates = 0
+
+    def _display(self) -> None:
+        from IPython.display import display
+
+        self._handle = display(self.widget, display_id=True)
+
+    def __call__(self, event) -> None:
+        """The hook: redraw if the last redraw is older than the throttle interval."""
+        now = time.monotonic()
+        if not event.final and now - self._last < self.min_interval:
+            return
+        self._last = now
+        if self._handle is None:
+            self._display()
+        trainer = event.trainer
+        self.status.value = (
+            f"<b>{self.title}</b>: step {event.step} (epoch {event.epoch:.1f}) &nbsp; "
+            f"G loss {event.g_loss:.3f} &nbsp; D loss {event.d_loss:.3f} &nbsp; "
+            f"D(x) {event.d_real:.2f} &nbsp; D(G(z)) {event.d_fake:.2f}"
+        )
+        self.grid.value = _grid_png(event.samples())
+        plot_history(trainer.history, axes=self._axes)
+        self._figure.tight_layout()
+        self.curves.value = figure_png(self._figure)
+        self.updates += 1
+        if event.final:
+            self.freeze(event)
+
+    def freeze(self, event) -> None:
+        """Replace the live widgets with one static PNG of the final state."""
+        from IPython.display import Image
+
+        fig, (ax_grid, ax_loss, ax_d) = new_figure(3, (13, 3.6))
+        ax_grid.imshow(grid_image(event.samples()).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax_grid.set_title(f"samples at step {event.step}")
+        ax_grid.axis("off")
+        plot_history(event.trainer.history, axes=(ax_loss, ax_d))
+        fig.suptitle(self.title + (" (interrupted)" if event.trainer.interrupted else ""))
+        fig.tight_layout()
+        picture = Image(figure_png(fig, dpi=72))
+        if self._handle is not None:
+            self._handle.update(picture)
+        else:
+            from IPython.display import display
+
+            display(picture)
+
+
+def latent_explorer(
+    generator: torch.nn.Module, n_sliders: int = 6, seed: int = 0, scale: int = 6
+):
+    """Sliders that move a noise vector through latent space and redraw G's image.
+
+    Starts from z ~ N(0, 1) (``seed``) and gives one slider per random unit direction
+    (``n_sliders`` of them, orthonormalised), each moving z by -3..3 along it, plus
+    buttons for a new starting point. Returns the ipywidgets box to display.
+    """
+    import ipywidgets as widgets
+
+    g = torch.Generator().manual_seed(seed)
+    latent_dim = generator.latent_dim
+    directions = torch.linalg.qr(torch.randn(latent_dim, n_sliders, generator=g)).Q.T
+    state = {"z": torch.randn(latent_dim, generator=g)}
+    image = widgets.Image(format="png", layout=widgets.Layout(width=f"{28 * scale}px"))
+    sliders = [
+        widgets.FloatSlider(0.0, min=-3.0, max=3.0, step=0.1, description=f"dir {i + 1}",
+                            continuous_update=True)
+        for i in range(n_sliders)
+    ]
+    new_start = widgets.Button(description="new starting z")
+    norm = widgets.HTML()
+
+    def redraw(_=None) -> None:
+        alphas = torch.tensor([s.value for s in sliders])
+        z = state["z"] + alphas @ directions
+        was_training = generator.training
+        generator.eval()
+        with torch.no_grad():
+            img = generator(z.view(1, -1))
+        generator.train(was_training)
+        image.value = _grid_png(img, scale=scale)
+        norm.value = f"|z| = {z.norm():.2f} (typical: {math.sqrt(latent_dim):.1f})"
+
+    def reseed(_) -> None:
+        state["z"] = torch.randn(latent_dim, generator=g)
+        for s in sliders:
+            s.value = 0.0
+        redraw()
+
+    for s in sliders:
+        s.observe(redraw, names="value")
+    new_start.on_click(reseed)
+    redraw()
+    return widgets.HBox([image, widgets.VBox(sliders + [new_start, norm])])

@@ -1,0 +1,55 @@
+"""The seed's adversarial losses: binary cross-entropy against valid (1) / fake (0) labels.
+
+BCE for one prediction o in (0, 1) and label t in {0, 1} is
+``-(t * log(o) + (1 - t) * log(1 - o))``, averaged over the batch. Two forms:
+
+- ``"bce"``: D ends in a sigmoid and outputs probabilities; ``nn.BCELoss``.
+- ``"bce-logits"``: D outputs raw logits; ``nn.BCEWithLogitsLoss`` applies the sigmoid
+  inside, in a numerically stable way (log-sum-exp), so saturated logits still give
+  finite losses and useful gradients.
+
+The seed switches between them on one line of gan.py; here the switch is ``loss=``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LOSS_NAMES = ("bce", "bce-logits")
+
+
+def adversarial_loss(loss: str = "bce") -> nn.Module:
+    """The criterion for ``loss``: ``nn.BCELoss()`` or ``nn.BCEWithLogitsLoss()``."""
+    if loss == "bce":
+        return nn.BCELoss()
+    if loss == "bce-logits":
+        return nn.BCEWithLogitsLoss()
+    raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSS_NAMES)}")
+
+
+def uses_logits(loss: str) -> bool:
+    """True when the discriminator must output logits (no sigmoid) for ``loss``."""
+    adversarial_loss(loss)  # validates the name
+    return loss == "bce-logits"
+
+
+def generator_loss(criterion: nn.Module, d_on_fake: torch.Tensor) -> torch.Tensor:
+    """G's loss: D's predictions on fakes, shape (N, 1), against the *valid* label 1.
+
+    G wants D to call its images real, so it is scored against 1 (the non-saturating
+    loss of Goodfellow et al.). Returns a scalar >= 0; log 2 ~ 0.693 when D(G(z)) = 0.5.
+    """
+    return criterion(d_on_fake, torch.ones_like(d_on_fake))
+
+
+def discriminator_loss(
+    criterion: nn.Module, d_on_real: torch.Tensor, d_on_fake: torch.Tensor
+) -> torch.Tensor:
+    """D's loss: (loss on real vs 1 + loss on fake vs 0) / 2, both inputs (N, 1).
+
+    Returns a scalar >= 0; log 2 ~ 0.693 at the equilibrium where D outputs 0.5 on both.
+    """
+    real_loss = criterion(d_on_real, torch.ones_like(d_on_real))
+    fake_loss = criterion(d_on_fake, torch.zeros_like(d_on_fake))
+    return (real_loss + fake_loss) / 2

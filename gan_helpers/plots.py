@@ -1,0 +1,101 @@
+"""Static figures (matplotlib, off-screen): sample grids, loss curves, early vs late.
+
+Each function returns a matplotlib Figure or writes a PNG; the live dashboard and the
+trainer both draw through here so a saved picture and a live one look the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+
+def new_figure(ncols: int = 1, figsize: tuple[float, float] = (4, 4)):
+    """A (figure, axes) pair built without pyplot: no global state and no GUI backend,
+    so it works the same in a script, in CI and in a kernel thread."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """images (N, 1, 28, 28) in [-1, 1] -> one grid (3, H, W) in [0, 1], via
+    torchvision's ``make_grid``."""
+    from torchvision.utils import make_grid
+
+    return make_grid(images.detach().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+def show_grid(images: torch.Tensor, title: str = "", nrow: int = 8, ax=None):
+    """Draw a grid of images (N, 1, 28, 28) in [-1, 1] on ``ax`` (a new figure if None)."""
+    if ax is None:
+        _, ax = new_figure()
+    ax.imshow(grid_image(images, nrow).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    return ax.figure
+
+
+def plot_history(
+    history: Mapping[str, Sequence[float]], axes=None, smooth: int = 50
+):
+    """Loss curves (G and D, with the log 2 equilibrium line) and mean D(x), D(G(z))
+    (with the 0.5 line) against the step. ``history`` has the trainer's keys
+    g_loss, d_loss, d_real, d_fake; curves are running means over ``smooth`` steps."""
+    import math
+
+    if axes is None:
+        _, axes = new_figure(2, (9, 3))
+    ax_loss, ax_d = axes
+    for ax in axes:
+        ax.clear()
+    steps = len(history["g_loss"])
+    for key, label, ax in (
+        ("g_loss", "G loss", ax_loss), ("d_loss", "D loss", ax_loss),
+        ("d_real", "D(x)", ax_d), ("d_fake", "D(G(z))", ax_d),
+    ):
+        values = torch.tensor(history[key], dtype=torch.float64)
+        if len(values) == 0:
+            continue
+        k = max(1, min(smooth, len(values)))
+        kernel = torch.ones(1, 1, k, dtype=torch.float64) / k
+        smoothed = torch.nn.functional.conv1d(values.view(1, 1, -1), kernel).view(-1)
+        ax.plot(range(k, len(values) + 1), smoothed.numpy(), label=label)
+    ax_loss.axhline(math.log(2), color="gray", ls="--", lw=0.8, label="log 2")
+    ax_d.axhline(0.5, color="gray", ls="--", lw=0.8, label="0.5")
+    ax_d.set_ylim(0, 1)
+    ax_loss.set_title("losses")
+    ax_d.set_title("mean discriminator output")
+    for ax in axes:
+        ax.set_xlabel(f"step (of {steps})")
+        ax.legend(loc="upper right", fontsize=8)
+    return ax_loss.figure
+
+
+def early_vs_late(early: str | os.PathLike, late: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Put two saved grid PNGs side by side, titled by their step, as the seed's
+    comparison of early and late samples; writes ``out`` and returns it."""
+    from matplotlib.image import imread
+
+    fig, axes = new_figure(2, (8, 4.3))
+    for ax, path, what in zip(axes, (early, late), ("early", "late")):
+        ax.imshow(imread(path), interpolation="nearest")
+        ax.set_title(f"{what}: {Path(path).stem.replace('_', ' ')}")
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    return Path(out)
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """A matplotlib figure as PNG bytes (for an ipywidgets Image)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

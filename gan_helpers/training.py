@@ -1,0 +1,625 @@
+"""The seed's training loop, made fast, reproducible, resumable and observable.
+
+``train_step`` is one step exactly as the seed's gan.py takes it: the generator first
+(its own ``zero_grad``, loss against the valid label, backward, step), then the
+discriminator on the real batch and on the *detached* fake batch (its own
+``zero_grad``, (real + fake) / 2, backward, step).
+
+``GANTrainer`` runs that step over batches until a number of epochs, steps or seconds,
+calls hooks (the live dashboard, grid saving), writes sample grids and checkpoints, and
+resumes from a checkpoint bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .data import ImageSet, SeedLoaderBatches, ShuffledBatches, load_images
+from .losses import adversarial_loss, discriminator_loss, generator_loss, uses_logits
+from .models import LATENT_DIM, build_models
+
+RECIPES = ("course", "seed")
+CHECKPOINT_FORMAT = "gan-course-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved in every checkpoint.
+
+    The seed's options keep the seed's names (batch_size, lr, b1, b2, latent_dim,
+    sample_interval). ``recipe="seed"`` feeds batches through the seed's DataLoader and
+    transforms; ``"course"`` through the in-memory fast path. Use ``for_recipe`` to get
+    each recipe's defaults.
+    """
+
+    model: str = "fc"
+    dataset: str = "mnist"
+    recipe: str = "course"
+    batch_size: int = 64
+    lr: float = 0.0002
+    b1: float = 0.5
+    b2: float = 0.999
+    latent_dim: int = LATENT_DIM
+    loss: str = "bce"
+    g_batchnorm: bool = False
+    width: int = 64
+    seed: int = 0
+    sample_interval: int = 400
+    n_samples: int = 64
+
+    @classmethod
+    def for_recipe(cls, recipe: str = "course", **overrides) -> "TrainConfig":
+        """The defaults of ``recipe`` ("course" or "seed"), with ``overrides`` applied.
+
+        "seed" is gan.py as written: batch 64, lr 0.0002, betas (0.5, 0.999), BCE on
+        a sigmoid, no BatchNorm in the FC generator, DataLoader with transforms.
+        """
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+        config = cls(recipe=recipe, **overrides)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ValueError naming any option with an impossible value."""
+        build_models(self.model, self.latent_dim, uses_logits(self.loss))  # names
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
+        for name in ("batch_size", "latent_dim", "sample_interval", "n_samples", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("b1", "b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+SEED_EPOCHS = 300  # the seed's run length; the seed's gan.py defaults to 200
+
+
+@dataclass
+class StepStats:
+    """What one training step measured (all 0-dim float tensors, detached).
+
+    g_loss, d_loss: the two losses (>= 0; log 2 ~ 0.693 at equilibrium).
+    d_real: mean D(x) on the real batch, a probability in [0, 1].
+    d_fake: mean D(G(z)) on the fake batch in the D step, in [0, 1]; 0.5 at equilibrium.
+    """
+
+    g_loss: torch.Tensor
+    d_loss: torch.Tensor
+    d_real: torch.Tensor
+    d_fake: torch.Tensor
+
+
+def train_step(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    criterion: nn.Module,
+    real: torch.Tensor,
+    z: torch.Tensor,
+) -> StepStats:
+    """One step of the seed's loop: train G, then D, never both at once.
+
+    real: (B, 1, 28, 28) in [-1, 1]; z: (B, latent_dim) ~ N(0, 1), one vector per real
+    image. Returns the step's losses and mean D outputs as probabilities.
+    """
+    # ---- Generator: make D call the fakes valid (label 1). ----
+    opt_g.zero_grad(set_to_none=True)
+    fake = generator(z)
+    # D's weights need no gradient here (the seed computes one and its D zero_grad
+    # throws it away); freezing them skips that work. Gradients still flow through D
+    # to G, and D's weights are untouched by this step either way.
+    discriminator.requires_grad_(False)
+    try:
+        g_loss = generator_loss(criterion, discriminator(fake))
+        g_loss.backward()
+    finally:
+        discriminator.requires_grad_(True)
+    opt_g.step()
+
+    # ---- Discriminator: real -> 1, fake -> 0. detach() stops D's loss reaching G. ----
+    opt_d.zero_grad(set_to_none=True)
+    if _has_batchnorm(discriminator):
+        # BatchNorm normalises over the batch, so real and fake must pass separately.
+        d_on_real = discriminator(real)
+        d_on_fake = discriminator(fake.detach())
+    else:
+        # Without BatchNorm one pass over both halves is the same maths as two passes
+        # (each image is scored alone) and runs as larger, faster matrix products.
+        d_on_real, d_on_fake = discriminator(torch.cat([real, fake.detach()])).split(
+            [real.shape[0], fake.shape[0]]
+        )
+    d_loss = discriminator_loss(criterion, d_on_real, d_on_fake)
+    d_loss.backward()
+    opt_d.step()
+
+    with torch.no_grad():
+        as_prob = torch.sigmoid if isinstance(criterion, nn.BCEWithLogitsLoss) else (lambda t: t)
+        return StepStats(
+            g_loss.detach(), d_loss.detach(),
+            as_prob(d_on_real).mean(), as_prob(d_on_fake).mean(),
+        )
+
+
+def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Adam:
+    """Adam with the seed's lr and betas. The course recipe uses the fused kernel (one
+    pass over all parameters instead of a loop of small ops); same update rule."""
+    return torch.optim.Adam(
+        module.parameters(), lr=config.lr, betas=(config.b1, config.b2),
+        fused=config.recipe == "course" or None,
+    )
+
+
+def _has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@dataclass
+class TrainEvent:
+    """What a hook receives. ``samples()`` draws G(fixed noise) only when asked."""
+
+    trainer: "GANTrainer"
+    step: int
+    epoch: float
+    g_loss: float
+    d_loss: float
+    d_real: float
+    d_fake: float
+    final: bool = False
+
+    def samples(self) -> torch.Tensor:
+        """G's images for the trainer's fixed noise: (n_samples, 1, 28, 28) in [-1, 1]."""
+        return self.trainer.fixed_samples()
+
+
+Hook = Callable[[TrainEvent], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message says what to try."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, damaged or of another architecture."""
+
+
+HISTORY_KEYS = ("g_loss", "d_loss", "d_real", "d_fake")
+
+
+class GANTrainer:
+    """Trains a generator and a discriminator with the seed's step.
+
+    data: an ImageSet (default: ``load_images(config.dataset)``).
+    out_dir: where sample grids (``step_*.png``, ``early_vs_late.png``) and
+    ``checkpoint.pt`` go; None writes nothing.
+    checkpoint_every: seconds between periodic checkpoints (one is also written at the
+    end and on Ctrl-C / kernel interrupt).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        data: ImageSet | None = None,
+        out_dir: str | os.PathLike | None = None,
+        device: str = "cpu",
+        checkpoint_every: float = 120.0,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config = config or TrainConfig()
+        config.validate()
+        self.device = torch.device(device)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.log = log
+
+        torch.manual_seed(config.seed)  # the initial weights
+        self.generator, self.discriminator = (
+            m.to(self.device)
+            for m in build_models(
+                config.model, config.latent_dim, uses_logits(config.loss),
+                config.g_batchnorm, config.width,
+            )
+        )
+        self.criterion = adversarial_loss(config.loss)
+        self.opt_g = make_optimizer(self.generator, config)
+        self.opt_d = make_optimizer(self.discriminator, config)
+        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.fixed_noise = torch.randn(
+            config.n_samples, config.latent_dim,
+            generator=torch.Generator().manual_seed(config.seed + 2),
+        ).to(self.device)
+        self.step = 0
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.saved_grids: list[Path] = []
+        self.interrupted = False
+
+        self.data = data if data is not None else load_images(config.dataset)
+        if config.recipe == "seed":
+            self.batches = SeedLoaderBatches(self.data, config.batch_size, config.seed)
+        else:
+            self.batches = ShuffledBatches(
+                self.data.scaled().to(self.device), config.batch_size, config.seed
+            )
+
+    # ------------------------------------------------------------------ training
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.batches.steps_per_epoch
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
+
+    def fit(
+        self,
+        epochs: float | None = None,
+        steps: int | None = None,
+        seconds: float | None = None,
+        hooks: Iterable[Hook] = (),
+        hook_every: int = 1,
+        progress: bool = True,
+    ) -> "GANTrainer":
+        """Train until ``epochs`` (total, counted from step 0), ``steps`` (total) or
+        ``seconds`` (of this call), whichever comes first; at least one must be given.
+
+        Calls each hook every ``hook_every`` steps and once more at the end
+        (``event.final``). Ctrl-C or a kernel interrupt stops after the current step,
+        saves a checkpoint and returns with ``self.interrupted`` set; call ``fit``
+        again to continue. Raises TrainingDiverged on a NaN or infinite loss.
+        """
+        if epochs is None and steps is None and seconds is None:
+            raise ValueError("fit needs a stopping rule: epochs=, steps= or seconds=")
+        target = math.inf
+        if epochs is not None:
+            target = min(target, round(epochs * self.steps_per_epoch))
+        if steps is not None:
+            target = min(target, steps)
+        deadline = time.monotonic() + seconds if seconds is not None else math.inf
+        hooks = list(hooks)
+        self.interrupted = False
+        last_checkpoint = time.monotonic()
+        bar = self._progress_bar(target, progress)
+        restore_sigint = self._catch_sigint()
+        z_shape = (self.config.batch_size, self.config.latent_dim)
+        try:
+            self.generator.train()
+            self.discriminator.train()
+            while self.step < target and time.monotonic() < deadline and not self.interrupted:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                for real in self.batches.epoch(epoch, start):
+                    z = torch.randn(
+                        (real.shape[0],) + z_shape[1:], generator=self.noise_rng,
+                        device=self.device,
+                    )
+                    try:
+                        stats = train_step(
+                            self.generator, self.discriminator, self.opt_g, self.opt_d,
+                            self.criterion, real, z,
+                        )
+                    except RuntimeError as err:
+                        # BCELoss refuses NaN probabilities before we could see the loss.
+                        if "between 0 and 1" in str(err):
+                            raise self._diverged([math.nan] * len(HISTORY_KEYS)) from err
+                        raise
+                    values = torch.stack(
+                        [stats.g_loss, stats.d_loss, stats.d_real, stats.d_fake]
+                    ).tolist()
+                    if not all(map(math.isfinite, values)):
+                        raise self._diverged(values)
+                    self.step += 1
+                    for key, value in zip(HISTORY_KEYS, values):
+                        self.history[key].append(value)
+                    if bar is not None:
+                        bar.update(1)
+                    if self.step % self.config.sample_interval == 0:
+                        self.save_grid()
+                    if hooks and self.step % hook_every == 0:
+                        self._call_hooks(hooks, final=False)
+                    now = time.monotonic()
+                    if self.checkpoint_path and now - last_checkpoint >= self.checkpoint_every:
+                        self.save_checkpoint()
+                        last_checkpoint = now
+                    if self.step >= target or now >= deadline or self.interrupted:
+                        break
+        finally:
+            restore_sigint()
+            if bar is not None:
+                bar.close()
+        self._finish(hooks)
+        return self
+
+    def _finish(self, hooks: list[Hook]) -> None:
+        if self.out_dir is not None:
+            if not self.saved_grids or self.saved_grids[-1].stem != f"step_{self.step:07d}":
+                self.save_grid()
+            self.save_early_vs_late()
+            self.save_checkpoint()
+        if hooks:
+            self._call_hooks(hooks, final=True)
+        if self.interrupted:
+            where = f"; checkpoint: {self.checkpoint_path}" if self.checkpoint_path else ""
+            self.log(f"Interrupted at step {self.step}{where}. Call fit() again to continue.")
+
+    def _diverged(self, values: list[float]) -> TrainingDiverged:
+        kept = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
+        named = ", ".join(f"{k}={v}" for k, v in zip(HISTORY_KEYS, values))
+        return TrainingDiverged(
+            f"training diverged at step {self.step + 1}: {named}. "
+            + (f"The last good checkpoint is kept at {kept}. " if kept else "")
+            + "Try a lower --lr, or --loss bce-logits, which stays finite when D saturates."
+        )
+
+    def _call_hooks(self, hooks: list[Hook], final: bool) -> None:
+        h = self.history
+        if not h["g_loss"]:
+            return
+        event = TrainEvent(
+            self, self.step, self.step / self.steps_per_epoch,
+            h["g_loss"][-1], h["d_loss"][-1], h["d_real"][-1], h["d_fake"][-1], final,
+        )
+        for hook in hooks:
+            hook(event)
+
+    def _progress_bar(self, target: float, progress: bool):
+        if not progress:
+            return None
+        from tqdm.auto import tqdm
+
+        total = None if math.isinf(target) else int(target)
+        return tqdm(total=total, initial=self.step, unit="step", desc=f"{self.config.model} GAN")
+
+    def _catch_sigint(self) -> Callable[[], None]:
+        """Turn the first Ctrl-C into a clean stop after the current step (so the
+        checkpoint holds a whole step); a second one raises at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def fixed_samples(self) -> torch.Tensor:
+        """G(fixed noise) in eval mode: (n_samples, 1, 28, 28) in [-1, 1]. Eval mode
+        keeps BatchNorm's running statistics out of it, so sampling never changes
+        training."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(self.fixed_noise).cpu()
+        finally:
+            self.generator.train(was_training)
+
+    def save_grid(self) -> Path | None:
+        """Write the fixed-noise grid as ``out_dir/step_XXXXXXX.png`` (torchvision's
+        ``save_image``); returns the path, or None without an out_dir."""
+        if self.out_dir is None:
+            return None
+        from torchvision.utils import save_image
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"step_{self.step:07d}.png"
+        save_image(self.fixed_samples(), path, nrow=8, normalize=True, value_range=(-1, 1))
+        self.saved_grids.append(path)
+        return path
+
+    def save_early_vs_late(self) -> Path | None:
+        """The seed's comparison: the first saved grid beside the last one."""
+        if self.out_dir is None or len(self.saved_grids) < 1:
+            return None
+        from .plots import early_vs_late
+
+        path = self.out_dir / "early_vs_late.png"
+        early, late = self.saved_grids[0], self.saved_grids[-1]
+        early_vs_late(early, late, path)
+        return path
+
+    # --------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: both networks and optimizers, the RNG
+        states, the step, the loss history and the configuration."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "kind": "training",
+            "config": asdict(self.config),
+            "step": self.step,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "noise_rng": self.noise_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "fixed_noise": self.fixed_noise.cpu(),
+            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
+            "saved_grids": [str(p) for p in self.saved_grids],
+            "data_source": self.data.source,
+        }
+
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        """Restore a ``state_dict()``; raises CheckpointError if it does not fit."""
+        saved = TrainConfig.from_dict(state["config"])
+        for name in ("model", "latent_dim", "loss", "g_batchnorm", "width"):
+            if getattr(saved, name) != getattr(self.config, name):
+                raise CheckpointError(
+                    f"{source} was trained with {name}={getattr(saved, name)!r}, but this "
+                    f"trainer has {name}={getattr(self.config, name)!r}. Resume with the "
+                    "checkpoint's own configuration (leave that option out)."
+                )
+        _load_module(self.generator, state["generator"], source, "generator")
+        _load_module(self.discriminator, state["discriminator"], source, "discriminator")
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.noise_rng.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.fixed_noise = state["fixed_noise"].to(self.device)
+        self.step = int(state["step"])
+        self.history = {k: state["history"][k].tolist() for k in HISTORY_KEYS}
+        self.saved_grids = [Path(p) for p in state.get("saved_grids", [])]
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the checkpoint atomically (default: ``out_dir/checkpoint.pt``)."""
+        path = Path(path) if path is not None else self.checkpoint_path
+        if path is None:
+            raise ValueError("no checkpoint path: pass one or give the trainer an out_dir")
+        atomic_save(self.state_dict(), path)
+        return path
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        data: ImageSet | None = None,
+        out_dir: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> "GANTrainer":
+        """Rebuild a trainer from a training checkpoint, ready to ``fit`` further.
+        ``out_dir`` defaults to the checkpoint's folder."""
+        state = load_checkpoint(path)
+        if state.get("kind") != "training":
+            raise CheckpointError(
+                f"{path} holds only a generator (for sampling), not a training state; "
+                "it cannot be resumed. Start a new run instead."
+            )
+        config = TrainConfig.from_dict(state["config"])
+        trainer = cls(
+            config, data=data,
+            out_dir=out_dir if out_dir is not None else Path(path).parent, **kwargs,
+        )
+        trainer.load_state_dict(state, str(path))
+        return trainer
+
+
+def _load_module(module: nn.Module, state: dict, source: str, what: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise CheckpointError(
+            f"{source}: its {what} does not match a {type(module).__name__} "
+            f"({first}). The checkpoint is from another architecture; build the model "
+            "it was trained with, or use the checkpoint's own configuration."
+        ) from err
+
+
+def atomic_save(obj: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a
+    crash or a full disk mid-write leaves the previous file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``torch.load(..., weights_only=True)`` (no code runs from
+    the file) and check that it is one of ours."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). It may be truncated or "
+            "from another program; use another checkpoint or retrain."
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a gan_helpers checkpoint (no "
+            f"'format': '{CHECKPOINT_FORMAT}' entry). Pass a checkpoint.pt written by "
+            "`python -m gan_helpers train` or a shipped generator file."
+        )
+    return state
+
+
+def load_generator(
+    path: str | os.PathLike, model: str | None = None, device: str = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
+    """The generator from a training checkpoint or a generator-only file, in eval mode,
+    with its TrainConfig. ``model`` ("fc" / "dcgan"), if given, must match the file."""
+    state = load_checkpoint(path)
+    config = TrainConfig.from_dict(state["config"])
+    if model is not None and model != config.model:
+        raise CheckpointError(
+            f"{path} holds a {config.model!r} generator, not {model!r}: pass "
+            f"--model {config.model} or another checkpoint."
+        )
+    generator, _ = build_models(
+        config.model, config.latent_dim, uses_logits(config.loss), config.g_batchnorm, config.width
+    )
+    _load_module(generator, state["generator"], str(path), "generator")
+    return generator.to(device).eval(), config
+
+
+def save_generator(generator: nn.Module, config: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write a generator-only file (what sampling needs, nothing more), atomically."""
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "kind": "generator",
+            "config": asdict(config),
+            "generator": generator.state_dict(),
+        },
+        path,
+    )
+    return Path(path)
+
+
+@torch.no_grad()
+def generate(
+    generator: nn.Module, n: int, seed: int | None = None, device: str = "cpu"
+) -> torch.Tensor:
+    """Draw ``n`` images from ``generator`` (in eval mode): (n, 1, 28, 28) in [-1, 1].
+    A ``seed`` gives the same images every time on the CPU."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    z = torch.randn(n, generator.latent_dim, generator=g).to(device)
+    was_training = generator.training
+    generator.eval()
+    try:
+        return generator(z)
+    finally:
+        generator.train(was_training)
+
+
+__all__ = [
+    "TrainConfig", "StepStats", "TrainEvent", "GANTrainer", "TrainingDiverged",
+    "CheckpointError", "train_step", "atomic_save", "load_checkpoint", "load_generator",
+    "save_generator", "generate", "RECIPES", "SEED_EPOCHS",
+]

@@ -1,0 +1,119 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gan_helpers.cli import main
+from gan_helpers.training import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--max-steps", "5", "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_train_writes_grids_and_checkpoint(trained, capsys):
+    assert (trained / "checkpoint.pt").exists()
+    assert (trained / "step_0000005.png").exists() and (trained / "early_vs_late.png").exists()
+    state = load_checkpoint(trained / "checkpoint.pt")
+    assert state["step"] == 5 and state["config"]["batch_size"] == 32
+
+
+def test_sample_npy_shape_and_range(trained, tmp_path):
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--n", "7", "--out", str(out), "--seed", "3"]) == 0
+    a = np.load(out)
+    assert a.shape == (7, 28, 28) and a.dtype == np.float32
+    assert a.min() >= -1 and a.max() <= 1 and a.std() > 0
+    again = tmp_path / "t.npy"
+    main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--n", "7", "--out", str(again), "--seed", "3"])
+    assert np.array_equal(a, np.load(again)), "same seed, same images"
+
+
+def test_sample_png_grid(trained, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--n", "16", "--out", str(out)]) == 0
+    assert Image.open(out).size == (242, 62)  # 8 x 2 tiles of 28 px, 2 px padding
+
+
+def test_resume_continues(trained):
+    assert main(["train", "--resume", str(trained / "checkpoint.pt"), "--max-steps", "8", "--quiet"]) == 0
+    assert load_checkpoint(trained / "checkpoint.pt")["step"] == 8
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--lr", "-1"], "argument --lr: must be a positive number, got -1"),
+        (["train", "--model", "gpt"], "argument --model: invalid choice: 'gpt'"),
+        (["train", "--batch-size", "0"], "must be a positive integer, got 0"),
+        (["sample", "--checkpoint", "x.pt"], "the following arguments are required: --out"),
+    ],
+)
+def test_bad_option_is_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["sample", "--checkpoint", "nope.pt", "--out", "a.png"], "checkpoint nope.pt does not exist"),
+        (["train", "--b1", "2", "--max-steps", "1"], "b1 must be in [0, 1), got 2.0"),
+    ],
+)
+def test_bad_values_are_one_line_errors(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_resume_refuses_architecture_change(trained, capsys):
+    assert main(["train", "--resume", str(trained / "checkpoint.pt"), "--model", "dcgan"]) == 1
+    assert "--model cannot change on --resume" in capsys.readouterr().err
+
+
+def test_sample_refuses_other_suffix(trained, capsys):
+    assert main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--out", "x.jpg"]) == 1
+    assert "--out must end in .npy or .png" in capsys.readouterr().err
+
+
+def test_help_is_complete(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--dataset", "--epochs", "--max-seconds", "--batch-size", "--lr", "--b1",
+                   "--b2", "--latent-dim", "--loss", "--sample-interval", "--seed", "--out", "--resume",
+                   "--recipe"):
+        assert option in text
+
+
+def test_sigkill_resumes_from_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gan_helpers", "train", "--max-steps", "100000", "--quiet",
+           "--checkpoint-every", "0.5", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    step = load_checkpoint(out / "checkpoint.pt")["step"]
+    assert step > 0
+    assert main(["train", "--resume", str(out / "checkpoint.pt"), "--max-steps", str(step + 3), "--quiet"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 3

@@ -1,0 +1,65 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss, uses_logits
+
+
+def hand_bce(o, t):
+    return -sum(ti * math.log(oi) + (1 - ti) * math.log(1 - oi) for oi, ti in zip(o, t)) / len(o)
+
+
+def test_bce_matches_the_seed_formula():
+    o = [0.9, 0.2, 0.6, 0.01]
+    t = [1.0, 0.0, 1.0, 0.0]
+    got = adversarial_loss("bce")(torch.tensor(o).view(-1, 1), torch.tensor(t).view(-1, 1))
+    assert got.item() == pytest.approx(hand_bce(o, t), rel=1e-6)
+
+
+def test_generator_loss_uses_valid_labels():
+    d_fake = torch.tensor([[0.2], [0.7]])
+    got = generator_loss(nn.BCELoss(), d_fake)
+    assert got.item() == pytest.approx(hand_bce([0.2, 0.7], [1, 1]), rel=1e-6)
+
+
+def test_discriminator_loss_is_mean_of_real_and_fake():
+    d_real, d_fake = torch.tensor([[0.8], [0.6]]), torch.tensor([[0.3], [0.1]])
+    got = discriminator_loss(nn.BCELoss(), d_real, d_fake)
+    expected = (hand_bce([0.8, 0.6], [1, 1]) + hand_bce([0.3, 0.1], [0, 0])) / 2
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_log2_at_equilibrium():
+    half = torch.full((8, 1), 0.5)
+    assert discriminator_loss(nn.BCELoss(), half, half).item() == pytest.approx(math.log(2))
+    assert generator_loss(nn.BCELoss(), half).item() == pytest.approx(math.log(2))
+
+
+def test_sigmoid_bce_equals_logits_bce():
+    logits = torch.randn(16, 1, generator=torch.Generator().manual_seed(0)) * 3
+    labels = torch.randint(0, 2, (16, 1), generator=torch.Generator().manual_seed(1)).float()
+    a = adversarial_loss("bce")(torch.sigmoid(logits), labels)
+    b = adversarial_loss("bce-logits")(logits, labels)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(generator_loss(nn.BCELoss(), torch.sigmoid(logits)),
+                               generator_loss(nn.BCEWithLogitsLoss(), logits))
+    torch.testing.assert_close(
+        discriminator_loss(nn.BCELoss(), torch.sigmoid(logits), torch.sigmoid(-logits)),
+        discriminator_loss(nn.BCEWithLogitsLoss(), logits, -logits),
+    )
+
+
+def test_logits_form_stays_finite_when_saturated():
+    logit = torch.tensor([[-200.0]], requires_grad=True)
+    loss = generator_loss(adversarial_loss("bce-logits"), logit)
+    loss.backward()
+    assert loss.item() == pytest.approx(200.0)
+    assert logit.grad.item() == pytest.approx(-1.0)
+
+
+def test_loss_switch():
+    assert uses_logits("bce-logits") and not uses_logits("bce")
+    with pytest.raises(ValueError, match="choose one of bce, bce-logits"):
+        adversarial_loss("mse")

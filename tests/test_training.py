@@ -1,0 +1,277 @@
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from gan_helpers import training
+from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss
+from gan_helpers.models import build_models
+from gan_helpers.training import (
+    CheckpointError,
+    GANTrainer,
+    TrainConfig,
+    TrainingDiverged,
+    load_checkpoint,
+    load_generator,
+    train_step,
+)
+
+
+def small(model="fc", **kw):
+    kw.setdefault("batch_size", 64)
+    if model == "dcgan":
+        kw.setdefault("width", 8)
+    return TrainConfig.for_recipe(kw.pop("recipe", "course"), model=model, **kw)
+
+
+class Spy:
+    """Wraps an optimizer and runs a callback just before each step."""
+
+    def __init__(self, opt, before_step):
+        self.opt, self.before_step = opt, before_step
+
+    def zero_grad(self, set_to_none=True):
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        self.before_step()
+        self.opt.step()
+
+
+def models_and_opts(model="fc"):
+    torch.manual_seed(0)
+    g, d = build_models(model, width=8)
+    og = torch.optim.Adam(g.parameters(), lr=1e-3)
+    od = torch.optim.Adam(d.parameters(), lr=1e-3)
+    return g, d, og, od
+
+
+@pytest.mark.parametrize("model", ["fc", "dcgan"])
+def test_d_step_leaves_g_gradients_untouched(model):
+    g, d, og, od = models_and_opts(model)
+    snapshot = {}
+    spy_g = Spy(og, lambda: snapshot.update({n: p.grad.clone() for n, p in g.named_parameters()}))
+    real, z = torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 100)
+    train_step(g, d, spy_g, od, adversarial_loss("bce"), real, z)
+    assert snapshot, "G step ran"
+    for name, p in g.named_parameters():
+        assert torch.equal(p.grad, snapshot[name]), f"D's step changed G's gradient {name}"
+
+
+@pytest.mark.parametrize("model", ["fc", "dcgan"])
+def test_g_step_leaves_d_weights_unchanged(model):
+    g, d, og, od = models_and_opts(model)
+    before = {n: p.clone() for n, p in d.named_parameters()}
+    at_d_step = {}
+    spy_d = Spy(od, lambda: at_d_step.update({n: p.clone() for n, p in d.named_parameters()}))
+    train_step(g, d, og, spy_d, adversarial_loss("bce"), torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 100))
+    for name in before:
+        assert torch.equal(before[name], at_d_step[name]), f"G's step changed D's weight {name}"
+    assert any(not torch.equal(before[n], p) for n, p in d.named_parameters()), "D's own step updates D"
+    assert all(p.requires_grad for p in d.parameters()), "D is trainable again after the G step"
+
+
+def seed_step(g, d, og, od, crit, real, z):
+    """gan.py's step, verbatim in structure."""
+    og.zero_grad()
+    gen_imgs = g(z)
+    g_loss = crit(d(gen_imgs), torch.ones(real.shape[0], 1))
+    g_loss.backward()
+    og.step()
+    od.zero_grad()
+    real_loss = crit(d(real), torch.ones(real.shape[0], 1))
+    fake_loss = crit(d(gen_imgs.detach()), torch.zeros(real.shape[0], 1))
+    ((real_loss + fake_loss) / 2).backward()
+    od.step()
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce-logits"])
+def test_train_step_matches_the_seed_step(loss):
+    torch.manual_seed(1)
+    g1, d1 = build_models("fc", logits=loss == "bce-logits")
+    g2, d2 = build_models("fc", logits=loss == "bce-logits")
+    g2.load_state_dict(g1.state_dict()), d2.load_state_dict(d1.state_dict())
+    opts = [torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (g1, d1, g2, d2)]
+    crit = adversarial_loss(loss)
+    for i in range(5):
+        real, z = torch.rand(16, 1, 28, 28) * 2 - 1, torch.randn(16, 100)
+        train_step(g1, d1, opts[0], opts[1], crit, real, z)
+        seed_step(g2, d2, opts[2], opts[3], crit, real, z)
+    for a, b in zip(list(g1.parameters()) + list(d1.parameters()), list(g2.parameters()) + list(d2.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_step_stats_are_probabilities():
+    g, d, og, od = models_and_opts()
+    s = train_step(g, d, og, od, adversarial_loss("bce"), torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 100))
+    assert 0 <= s.d_real.item() <= 1 and 0 <= s.d_fake.item() <= 1 and s.g_loss.item() > 0
+
+
+def test_same_seed_same_images(mnist_small):
+    a = GANTrainer(small(seed=7), data=mnist_small).fit(steps=10, progress=False)
+    b = GANTrainer(small(seed=7), data=mnist_small).fit(steps=10, progress=False)
+    c = GANTrainer(small(seed=8), data=mnist_small).fit(steps=10, progress=False)
+    assert torch.equal(a.fixed_samples(), b.fixed_samples())
+    assert not torch.equal(a.fixed_samples(), c.fixed_samples())
+    assert a.history == b.history
+
+
+def params(trainer):
+    return [t.clone() for t in list(trainer.generator.state_dict().values())
+            + list(trainer.discriminator.state_dict().values())]
+
+
+@pytest.mark.parametrize("model,recipe", [("fc", "course"), ("dcgan", "course"), ("fc", "seed")])
+def test_resume_is_bit_exact(tmp_path, mnist_small, model, recipe):
+    cfg = small(model, recipe=recipe, batch_size=48)  # 512 / 48: resume crosses an epoch edge
+    straight = GANTrainer(cfg, data=mnist_small).fit(steps=14, progress=False)
+
+    first = GANTrainer(cfg, data=mnist_small, out_dir=tmp_path).fit(steps=6, progress=False)
+    path = first.save_checkpoint()
+    del first
+    torch.manual_seed(12345)  # whatever happens to the global RNG in between
+    resumed = GANTrainer.from_checkpoint(path, data=mnist_small).fit(steps=14, progress=False)
+
+    assert resumed.step == straight.step == 14
+    for a, b in zip(params(straight), params(resumed)):
+        assert torch.equal(a, b)
+    for opt in ("opt_g", "opt_d"):
+        sa, sb = getattr(straight, opt).state_dict()["state"], getattr(resumed, opt).state_dict()["state"]
+        for k in sa:
+            assert torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"])
+    assert straight.history == resumed.history
+
+
+def test_checkpoint_round_trip_and_contents(tmp_path, mnist_small):
+    t = GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=3, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert {"generator", "discriminator", "opt_g", "opt_d", "noise_rng", "torch_rng", "step",
+            "history", "config"} <= set(state)
+    assert state["step"] == 3 and state["config"]["model"] == "fc"
+    assert len(state["history"]["g_loss"]) == 3
+    g, cfg = load_generator(tmp_path / "checkpoint.pt")
+    assert cfg == t.config
+    torch.testing.assert_close(g(t.fixed_noise), t.fixed_samples())
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, mnist_small, monkeypatch):
+    GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=1, progress=False)
+    seen = {}
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_checkpoint(tmp_path / "checkpoint.pt")
+    assert seen.get("weights_only") is True
+
+
+def test_interrupted_write_keeps_previous_checkpoint(tmp_path, mnist_small, monkeypatch):
+    t = GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=2, progress=False)
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="No space"):
+        t.save_checkpoint()
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, mnist_small):
+    t = GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=3, progress=False)
+    with torch.no_grad():
+        next(t.discriminator.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 4.*last good checkpoint is kept at .*checkpoint.pt.*lower --lr"):
+        t.fit(steps=10, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["discriminator"].values())
+
+
+def test_checkpoint_from_another_architecture(tmp_path, mnist_small):
+    GANTrainer(small("fc"), data=mnist_small, out_dir=tmp_path / "fc").fit(steps=1, progress=False)
+    path = tmp_path / "fc" / "checkpoint.pt"
+    with pytest.raises(CheckpointError, match="holds a 'fc' generator, not 'dcgan'"):
+        load_generator(path, model="dcgan")
+    dcgan = GANTrainer(small("dcgan"), data=mnist_small)
+    with pytest.raises(CheckpointError, match="model='fc'.*model='dcgan'"):
+        dcgan.load_state_dict(load_checkpoint(path), str(path))
+    # a file whose weights do not fit its own configuration
+    state = load_checkpoint(path)
+    state["generator"] = dcgan.generator.state_dict()
+    torch.save(state, tmp_path / "mixed.pt")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_generator(tmp_path / "mixed.pt")
+
+
+def test_bad_checkpoint_files(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="junk.pt is not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a gan_helpers checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_hooks_grids_and_early_vs_late(tmp_path, mnist_small):
+    events = []
+    t = GANTrainer(small(sample_interval=4), data=mnist_small, out_dir=tmp_path)
+    t.fit(steps=10, hooks=[events.append], hook_every=3, progress=False)
+    assert [e.step for e in events] == [3, 6, 9, 10] and events[-1].final
+    e = events[0]
+    assert math.isfinite(e.g_loss) and 0 <= e.d_fake <= 1 and e.epoch == 3 / t.steps_per_epoch
+    samples = e.samples()
+    assert samples.shape == (64, 1, 28, 28) and samples.abs().max() <= 1
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["early_vs_late.png", "step_0000004.png", "step_0000008.png", "step_0000010.png"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "step_0000004.png").size == (242, 242)  # 8x8 grid of 28px + padding
+
+
+def test_stopping_rules(mnist_small):
+    t = GANTrainer(small(), data=mnist_small)
+    assert t.steps_per_epoch == 8
+    t.fit(epochs=1.5, progress=False)
+    assert t.step == 12
+    t.fit(epochs=1.5, steps=100, progress=False)
+    assert t.step == 12, "epochs are a total, not more of them"
+    t.fit(seconds=0.2, progress=False)
+    assert t.step > 12
+    with pytest.raises(ValueError, match="stopping rule"):
+        t.fit()
+
+
+def test_sigint_stops_cleanly_and_saves(tmp_path, mnist_small, capsys):
+    def interrupt(event):
+        if event.step == 3 and not event.final:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    t = GANTrainer(small(), data=mnist_small, out_dir=tmp_path)
+    t.fit(steps=50, hooks=[interrupt], progress=False)
+    assert t.interrupted and t.step == 3
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert "Interrupted at step 3" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    t.fit(steps=5, progress=False)
+    assert t.step == 5 and not t.interrupted
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="lr must be positive"):
+        TrainConfig.for_recipe("course", lr=0)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        TrainConfig.for_recipe("fast")
+    with pytest.raises(ValueError, match="b1 must be in"):
+        TrainConfig.for_recipe("course", b1=1.5)
