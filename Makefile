@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m gan_helpers train --model fc --max-seconds $(SECONDS_TO_TRAIN) --out images/runs/fc-mnist
 
+# Unit tests, then every notebook under nbval in fast mode (each cell shows as a test).
 test: $(STAMP)
-	GAN_COURSE_FAST=1 $(PY) -m pytest -v tests
+	GAN_COURSE_FAST=1 $(PY) -m pytest -v tests --nbval-lax --nbval-current-env notebooks
+
+# Re-execute the notebooks in place, full length, to refresh their committed outputs.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=1800 notebooks/*.ipynb
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

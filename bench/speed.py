@@ -69,7 +69,9 @@ def seed_loop(images, seconds: float, batch_size: int = 64) -> float:
 
 def course_loop(images, seconds: float, batch_size: int) -> float:
     """GANTrainer's course recipe; returns images per second (after a warm-up)."""
-    trainer = GANTrainer(TrainConfig.for_recipe("course", batch_size=batch_size), data=images)
+    # The seed's FC networks (no BatchNorm in G), so both loops train the same models.
+    config = TrainConfig.for_recipe("course", batch_size=batch_size, g_batchnorm=False)
+    trainer = GANTrainer(config, data=images)
     trainer.fit(steps=20, progress=False)  # warm-up: first-call allocations
     first = trainer.step
     start = time.perf_counter()
@@ -80,7 +82,8 @@ def course_loop(images, seconds: float, batch_size: int) -> float:
 def flops_per_image(batch_size: int = 256) -> float:
     """FLOPs of one course training step divided by the batch size."""
     trainer = GANTrainer(
-        TrainConfig.for_recipe("course", batch_size=batch_size), data=load_images(),
+        TrainConfig.for_recipe("course", batch_size=batch_size, g_batchnorm=False),
+        data=load_images(),
         log=lambda _: None,
     )
     with FlopCounterMode(display=False) as counter:

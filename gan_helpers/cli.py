@@ -5,6 +5,8 @@
     python -m gan_helpers train --recipe seed            # gan.py as written, 300 epochs
     python -m gan_helpers sample --checkpoint CKPT --n 64 --out samples.png
     python -m gan_helpers download mnist                 # full MNIST (needs internet)
+    python -m gan_helpers release notebooks/assignments released/
+    python -m gan_helpers grade released/01_build_the_fc_gan.ipynb --json
 
 Options keep the seed's names (``--n_epochs`` is accepted for ``--epochs``). A bad
 value gets a one-line error, never a traceback.
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bce: sigmoid in D + BCELoss (seed); bce-logits: BCEWithLogitsLoss, no sigmoid")
     hyper.add_argument("--g-batchnorm", action=argparse.BooleanOptionalAction, default=None,
                        help="BatchNorm in the FC generator's hidden layers")
+    hyper.add_argument("--width", type=_positive_int, default=None,
+                       help="DCGAN channel multiplier, ngf = ndf (course: 32; pytorch/examples: 64)")
     hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
                        help="steps between saved sample grids (seed: 400)")
     hyper.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -107,6 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True,
                         help=".npy: float32 array (N, 28, 28) in [-1, 1]; .png: a grid")
     sample.add_argument("--seed", type=int, default=None, help="same seed, same images")
+
+    release = sub.add_parser(
+        "release", help="write student copies of solution notebooks",
+        description="Replace every ### BEGIN/END SOLUTION block with a stub that raises "
+        "NotImplementedError and clear all outputs.",
+    )
+    release.add_argument("src_dir", type=Path, help="folder of solution notebooks")
+    release.add_argument("dest_dir", type=Path, help="folder for the student notebooks")
+
+    grade = sub.add_parser(
+        "grade", help="run a student notebook and score its exercises",
+        description="Execute a notebook in a fresh kernel (a time limit per cell; errors are "
+        "recorded, not fatal), run every exercise's check and print the scores.",
+    )
+    grade.add_argument("notebook", type=Path)
+    grade.add_argument("--json", action="store_true", help="print one line of JSON")
+    grade.add_argument("--cell-timeout", type=_positive_float, default=120.0,
+                       help="seconds a cell may run (default 120)")
 
     download = sub.add_parser("download", help="download full MNIST or Fashion-MNIST (internet)")
     download.add_argument("dataset", choices=DATASET_NAMES, nargs="?", default="mnist")
@@ -140,7 +162,7 @@ def _run_train(args) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}"
             for name in ("model", "dataset", "recipe", "batch_size", "lr", "b1", "b2",
-                         "latent_dim", "loss", "g_batchnorm", "seed")
+                         "latent_dim", "loss", "g_batchnorm", "width", "seed")
             if getattr(args, name) is not None
         ]
         if conflicting:
@@ -201,6 +223,27 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _run_release(args) -> int:
+    from .assignments import release
+
+    for path in release(args.src_dir, args.dest_dir):
+        print(f"released {path}")
+    return 0
+
+
+def _run_grade(args) -> int:
+    import json
+
+    from .assignments import format_report, grade
+
+    report = grade(args.notebook, cell_timeout=args.cell_timeout)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "cell_errors"}))
+    else:
+        print(format_report(report))
+    return 0
+
+
 def _run_download(args) -> int:
     from .data import download
 
@@ -216,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     from .training import CheckpointError, TrainingDiverged
 
     try:
-        run = {"train": _run_train, "sample": _run_sample, "download": _run_download}
+        run = {
+            "train": _run_train, "sample": _run_sample, "download": _run_download,
+            "release": _run_release, "grade": _run_grade,
+        }
         return run[args.command](args)
     except (ValueError, DataFileError, CheckpointError, TrainingDiverged, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

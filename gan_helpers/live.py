@@ -52,7 +52,8 @@ class LiveDashboard:
         self.status = widgets.HTML(f"<b>{title}</b>: waiting for the first step")
         self.grid = widgets.Image(format="png", layout=widgets.Layout(width="300px"))
         self.curves = widgets.Image(format="png", layout=widgets.Layout(width="620px"))
-        self.widget = widgets.VBox([self.status, widgets.HBox([self.grid, self.curves])])
+        self._row = widgets.HBox([self.grid, self.curves])
+        self.widget = widgets.VBox([self.status, self._row])
         self._figure, self._axes = new_figure(2, (8, 2.8))
         self._handle = None
         self._last = -math.inf
@@ -103,6 +104,10 @@ class LiveDashboard:
             from IPython.display import display
 
             display(picture)
+        # Nothing shows the live widgets any more; closing them keeps their state (and
+        # its images) out of the saved notebook.
+        for w in (self.widget, self._row, self.status, self.grid, self.curves):
+            w.close()
 
 
 def latent_explorer(

@@ -78,17 +78,23 @@ def plot_history(
 
 
 def early_vs_late(early: str | os.PathLike, late: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Put two saved grid PNGs side by side, titled by their step, as the seed's
-    comparison of early and late samples; writes ``out`` and returns it."""
-    from matplotlib.image import imread
+    """Put two saved grid PNGs side by side, each labelled with its step, as the seed's
+    comparison of early and late samples; writes ``out`` (a small grayscale PNG)."""
+    from PIL import Image, ImageDraw
 
-    fig, axes = new_figure(2, (8, 4.3))
-    for ax, path, what in zip(axes, (early, late), ("early", "late")):
-        ax.imshow(imread(path), interpolation="nearest")
-        ax.set_title(f"{what}: {Path(path).stem.replace('_', ' ')}")
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    pictures = [Image.open(p).convert("L") for p in (early, late)]
+    label_h, gap = 18, 12
+    width = sum(p.width for p in pictures) + gap
+    canvas = Image.new("L", (width, max(p.height for p in pictures) + label_h), 255)
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for picture, path, what in zip(pictures, (early, late), ("early", "late")):
+        canvas.paste(picture, (x, label_h))
+        step = Path(path).stem.replace("step_", "").lstrip("0") or "0"
+        draw.text((x + 2, 3), f"{what}: step {step}", fill=0)
+        x += picture.width + gap
+    canvas = canvas.resize((canvas.width * 2, canvas.height * 2), Image.NEAREST)
+    canvas.save(out)
     return Path(out)
 
 

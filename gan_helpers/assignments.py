@@ -1,0 +1,145 @@
+"""Classroom assignments: release student copies of solution notebooks, grade returns.
+
+Solutions sit between nbgrader's markers, ``### BEGIN SOLUTION`` and ``### END
+SOLUTION``, so the same notebooks also work with nbgrader.
+
+- ``release(src_dir, dest_dir)`` writes each notebook with every solution replaced by a
+  stub that raises ``NotImplementedError``, all outputs and execution counts cleared, and
+  the saved widget state dropped: nothing of the solutions is left in the file.
+- ``grade(notebook)`` executes a notebook in a fresh kernel with a time limit per cell
+  (errors and endless loops are recorded, not fatal), then runs every exercise's check
+  (``gan_helpers.checks``) on what the notebook defined, and returns the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+CODE_STUB = 'raise NotImplementedError("your code here")'
+TEXT_STUB = "YOUR ANSWER HERE"
+_GRADE_MARK = "__GAN_COURSE_GRADE__"
+_SOLUTION = re.compile(
+    r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*$",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
+    """Replace each BEGIN/END SOLUTION block in ``source`` with ``stub`` at the block's
+    indentation. Raises ValueError on an unmatched marker."""
+    stripped = _SOLUTION.sub(lambda m: m.group("indent") + stub, source)
+    if BEGIN in stripped or END in stripped:
+        raise ValueError(f"unmatched '{BEGIN}' / '{END}' marker in:\n{source}")
+    return stripped
+
+
+def release_notebook(src: str | os.PathLike, dest: str | os.PathLike) -> int:
+    """Write the student copy of one notebook; returns the number of solutions removed."""
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    removed = 0
+    for cell in nb.cells:
+        if BEGIN in cell.source:
+            removed += cell.source.count(BEGIN)
+            cell.source = strip_solutions(cell.source, CODE_STUB if cell.cell_type == "code" else TEXT_STUB)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.pop("attachments", None)
+    nb.metadata.pop("widgets", None)
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return removed
+
+
+def release(src_dir: str | os.PathLike, dest_dir: str | os.PathLike) -> list[Path]:
+    """Release every notebook in ``src_dir`` into ``dest_dir``; returns the written paths."""
+    src_dir, dest_dir = Path(src_dir), Path(dest_dir)
+    notebooks = sorted(src_dir.glob("*.ipynb"))
+    if not notebooks:
+        raise ValueError(f"no notebooks (*.ipynb) in {src_dir}")
+    if dest_dir.resolve() == src_dir.resolve():
+        raise ValueError("DEST_DIR must differ from SRC_DIR: releasing in place would delete the solutions")
+    written = []
+    for nb in notebooks:
+        target = dest_dir / nb.name
+        release_notebook(nb, target)
+        written.append(target)
+    return written
+
+
+def grade(
+    notebook: str | os.PathLike, cell_timeout: float = 120.0, kernel_name: str = "python3"
+) -> dict:
+    """Execute ``notebook`` in a fresh kernel and score its exercises.
+
+    Each cell may run ``cell_timeout`` seconds; a cell that raises or runs too long is
+    recorded and execution goes on. Returns ``{"notebook", "score", "max_score",
+    "exercises": [{"name", "score", "max_score", "feedback"}], "cell_errors": [...]}``.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    from .checks import EXERCISES
+
+    path = Path(notebook)
+    if not path.exists():
+        raise ValueError(f"notebook {path} does not exist")
+    nb = nbformat.read(path, as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import json as _json\nfrom gan_helpers.checks import grade_namespace as _grade\n"
+            f"print({_GRADE_MARK!r} + _json.dumps(_grade(globals())))"
+        )
+    )
+    client = NotebookClient(
+        nb, timeout=cell_timeout, allow_errors=True, interrupt_on_timeout=True,
+        kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent.resolve())}},
+    )
+    failure = None
+    try:
+        client.execute()
+    except Exception as err:  # the kernel died, or could not start
+        failure = f"the notebook could not be run to the end: {type(err).__name__}: {err}"
+    cell_errors = []
+    graded = None
+    for index, cell in enumerate(nb.cells[:-1]):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                cell_errors.append(f"cell {index + 1}: {out.get('ename')}: {out.get('evalue')}")
+    for out in nb.cells[-1].get("outputs", []):
+        text = out.get("text", "") if out.get("output_type") == "stream" else ""
+        if _GRADE_MARK in text:
+            graded = json.loads(text.split(_GRADE_MARK, 1)[1])
+    if graded is None:
+        reason = failure or "the grading cell did not run"
+        graded = [
+            {"name": ex.name, "score": 0, "max_score": 1, "feedback": reason}
+            for ex in EXERCISES
+            if any(re.search(rf"\b(class|def)\s+{n}\b", source) for n in ex.student_names)
+        ]
+    return {
+        "notebook": str(path),
+        "score": sum(e["score"] for e in graded),
+        "max_score": sum(e["max_score"] for e in graded),
+        "exercises": graded,
+        "cell_errors": cell_errors,
+    }
+
+
+def format_report(report: dict) -> str:
+    """The grade as text for a person: one line per exercise, then the total."""
+    lines = [f"Grading {report['notebook']}"]
+    for e in report["exercises"]:
+        lines.append(f"  {e['name']:16s} {e['score']}/{e['max_score']}  {e['feedback']}")
+    for err in report["cell_errors"]:
+        lines.append(f"  note: {err}")
+    lines.append(f"Score: {report['score']}/{report['max_score']}")
+    return "\n".join(lines)

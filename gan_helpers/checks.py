@@ -1,0 +1,479 @@
+"""Checks for the course's exercises: run a student's code on controlled inputs and say,
+in plain words, which common GAN mistake it makes and how to fix it.
+
+In a notebook, in the manner of Kaggle's learntools:
+
+    from gan_helpers.checks import generator_exercise as ex1
+    ex1.check(FCGenerator)     # prints feedback; returns a CheckResult
+    ex1.hint()
+    ex1.solution()             # the package's reference code
+
+or the short forms ``check_generator(FCGenerator)``, ``check_discriminator(...)``,
+``check_losses(bce, generator_loss, discriminator_loss)``, ``check_train_step(fn)``,
+``check_dcgan_generator(cls)``. Checks never raise: code that is not written yet
+(``NotImplementedError``) or that crashes gets a message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import losses as reference_losses
+from . import models as reference_models
+from . import training as reference_training
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check: ``passed``, and the feedback lines for the student."""
+
+    name: str
+    passed: bool
+    feedback: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> int:
+        return int(self.passed)
+
+    def __str__(self) -> str:
+        head = f"[{self.name}] " + ("correct" if self.passed else "not yet")
+        return "\n".join([head] + [f"  - {line}" for line in self.feedback])
+
+
+class Mistake(Exception):
+    """Raised inside a check to report one diagnosed mistake."""
+
+
+def _linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _build(cls_or_obj, *args, **kwargs):
+    """Instantiate a class (or call a factory); pass instances through."""
+    if isinstance(cls_or_obj, nn.Module):
+        return cls_or_obj
+    return cls_or_obj(*args, **kwargs)
+
+
+# --------------------------------------------------------------------- the checks
+def _check_generator(student) -> list[str]:
+    g = _build(student)
+    sizes = _linear_sizes(g)
+    expected = [(100, 128), (128, 256), (256, 512), (512, 784)]
+    if sizes != expected:
+        raise Mistake(
+            f"wrong layer sizes: the seed's generator is 100 -> 128 -> 256 -> 512 -> 784, "
+            f"your linear layers are {' , '.join(f'{i}->{o}' for i, o in sizes) or 'none'}. "
+            "Use nn.Linear(100, 128), nn.Linear(128, 256), nn.Linear(256, 512), nn.Linear(512, 784)."
+        )
+    if not any(isinstance(m, nn.LeakyReLU) for m in g.modules()):
+        raise Mistake("no LeakyReLU: the seed uses nn.LeakyReLU(0.2) after each hidden layer.")
+    z = torch.randn(5, 100)
+    with torch.no_grad():
+        out = g(z)
+    if tuple(out.shape) != (5, 1, 28, 28):
+        raise Mistake(
+            f"wrong output shape: for noise (5, 100) G must return images (5, 1, 28, 28), "
+            f"yours returns {tuple(out.shape)}. Reshape the 784 outputs with "
+            ".view(z.shape[0], 1, 28, 28)."
+        )
+    with torch.no_grad():
+        loud = g(z * 100)  # large inputs push an unsquashed output far beyond 1
+    if loud.abs().max() > 1.0 + 1e-6:
+        raise Mistake(
+            f"output outside [-1, 1] (max |x| = {loud.abs().max():.1f}): the real images are "
+            "scaled to [-1, 1], so G must end in nn.Tanh() to draw on the same scale."
+        )
+    return ["layer sizes 100-128-256-512-784, LeakyReLU, tanh output, shape (N, 1, 28, 28)"]
+
+
+def _check_discriminator(student) -> list[str]:
+    d = _build(student)
+    d_logits = _build(student, logits=True) if not isinstance(student, nn.Module) else None
+    sizes = _linear_sizes(d)
+    expected = [(784, 512), (512, 256), (256, 1)]
+    if sizes != expected:
+        raise Mistake(
+            f"wrong layer sizes: the seed's discriminator is 784 -> 512 -> 256 -> 1, your "
+            f"linear layers are {' , '.join(f'{i}->{o}' for i, o in sizes) or 'none'}."
+        )
+    if not any(isinstance(m, nn.LeakyReLU) for m in d.modules()):
+        raise Mistake("no LeakyReLU: the seed uses nn.LeakyReLU(0.2) after each hidden layer.")
+    x = torch.randn(6, 1, 28, 28) * 5
+    with torch.no_grad():
+        p = d(x)
+    if tuple(p.shape) != (6, 1):
+        raise Mistake(
+            f"wrong output shape: for images (6, 1, 28, 28) D must return one prediction per "
+            f"image, (6, 1); yours returns {tuple(p.shape)}. Flatten with x.view(x.shape[0], -1)."
+        )
+    if not ((p > 0) & (p < 1)).all():
+        raise Mistake("outputs outside (0, 1): with nn.BCELoss, D must end in nn.Sigmoid().")
+    if d_logits is not None:
+        with torch.no_grad():
+            d_logits.load_state_dict(d.state_dict(), strict=False)
+            raw = d_logits(x * 20)
+        if ((raw > 0) & (raw < 1)).all():
+            raise Mistake(
+                "double sigmoid: with logits=True your D still ends in a sigmoid, and "
+                "BCEWithLogitsLoss applies the sigmoid again. Leave nn.Sigmoid() out when "
+                "logits=True."
+            )
+    return ["layer sizes 784-512-256-1, LeakyReLU, one probability per image, no sigmoid with logits=True"]
+
+
+def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
+    o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
+    t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    expected = nn.BCELoss()(o, t)
+    got = bce(o, t)
+    if not torch.is_tensor(got) or got.numel() != 1:
+        raise Mistake("bce must return one number (a 0-dim tensor): the mean over the batch.")
+    if torch.isclose(got, -expected * 1, atol=1e-5) and not torch.isclose(got, expected):
+        raise Mistake("bce has the wrong sign: log(o) is negative, so the loss is -mean(...).")
+    if torch.isclose(got, expected * len(o), atol=1e-4):
+        raise Mistake("bce sums over the batch; the seed's formula takes the mean (1/n).")
+    if not torch.isclose(got, expected, atol=1e-5):
+        raise Mistake(
+            f"bce gives {got.item():.4f} where BCE is {expected.item():.4f}: it is "
+            "-mean(t * log(o) + (1 - t) * log(1 - o))."
+        )
+
+    criterion = nn.BCELoss()
+    d_fake = torch.tensor([[0.3], [0.8], [0.1]])
+    d_real = torch.tensor([[0.7], [0.9], [0.4]])
+    ref_g = reference_losses.generator_loss(criterion, d_fake)
+    g = generator_loss(criterion, d_fake)
+    if torch.isclose(g, criterion(d_fake, torch.zeros_like(d_fake)), atol=1e-5):
+        raise Mistake(
+            "the generator loss uses the fake label 0. G wants D to call its images real, "
+            "so score D(G(z)) against the valid label: torch.ones_like(d_on_fake)."
+        )
+    if not torch.isclose(g, ref_g, atol=1e-5):
+        raise Mistake(f"generator_loss gives {g.item():.4f}, expected {ref_g.item():.4f}: BCE of D(G(z)) against ones.")
+
+    real_part = criterion(d_real, torch.ones_like(d_real))
+    fake_part = criterion(d_fake, torch.zeros_like(d_fake))
+    d = discriminator_loss(criterion, d_real, d_fake)
+    if torch.isclose(d, real_part + fake_part, atol=1e-5):
+        raise Mistake("the discriminator loss is real + fake; the seed averages them: (real_loss + fake_loss) / 2.")
+    if torch.isclose(d, (criterion(d_real, torch.zeros_like(d_real)) + criterion(d_fake, torch.ones_like(d_fake))) / 2, atol=1e-5):
+        raise Mistake("the labels are swapped: real images get the valid label 1, fakes the fake label 0.")
+    if not torch.isclose(d, (real_part + fake_part) / 2, atol=1e-5):
+        raise Mistake(
+            f"discriminator_loss gives {d.item():.4f}, expected {((real_part + fake_part) / 2).item():.4f}: "
+            "(BCE(real vs 1) + BCE(fake vs 0)) / 2."
+        )
+    logits = torch.tensor([[2.0], [-1.0], [0.5]])
+    with_logits = generator_loss(nn.BCEWithLogitsLoss(), logits)
+    if torch.isclose(with_logits, nn.BCEWithLogitsLoss()(torch.sigmoid(logits), torch.ones_like(logits)), atol=1e-5):
+        raise Mistake(
+            "double sigmoid: your generator_loss applies a sigmoid before BCEWithLogitsLoss, "
+            "which applies it again. Pass D's raw output to the criterion."
+        )
+    if not torch.isclose(with_logits, reference_losses.generator_loss(nn.BCEWithLogitsLoss(), logits), atol=1e-5):
+        raise Mistake("generator_loss must work with any criterion: call criterion(d_on_fake, ones).")
+    return ["bce matches the formula; G against valid labels; D loss is (real + fake) / 2"]
+
+
+class _SpyOptimizer:
+    """Stands in for an optimizer: records the gradients it sees when asked to step."""
+
+    def __init__(self, opt: torch.optim.Optimizer, name: str, log: list):
+        self.opt, self.name, self.log = opt, name, log
+        self.param_groups = opt.param_groups
+        self.state = opt.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.log.append((f"{self.name}.zero_grad", None))
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        grads = [None if p.grad is None else p.grad.clone() for g in self.param_groups for p in g["params"]]
+        self.log.append((f"{self.name}.step", grads))
+        return self.opt.step()
+
+
+@contextlib.contextmanager
+def _count_backward(counter: list):
+    """Count backward passes; ``Tensor.backward`` goes through ``torch.autograd.backward``."""
+    original = torch.autograd.backward
+
+    def counting_backward(*args, **kwargs):
+        counter.append(1)
+        return original(*args, **kwargs)
+
+    torch.autograd.backward = counting_backward
+    try:
+        yield
+    finally:
+        torch.autograd.backward = original
+
+
+def _grads(module: nn.Module) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in module.parameters()]
+
+
+def _close(a: list, b: list, tol: float = 1e-5) -> bool:
+    return all(x is not None and torch.allclose(x, y, atol=tol, rtol=1e-4) for x, y in zip(a, b))
+
+
+def _reference_grads(g: nn.Module, d: nn.Module, criterion, real, z, g_labels=1.0):
+    """At the start state, as the seed's step computes them (D's step sees the same
+    fakes): G's gradient from G's loss, D's gradient from G's loss (which the seed
+    computes and discards), and D's gradient from D's loss."""
+    g, d = copy.deepcopy(g), copy.deepcopy(d)
+    fake = g(z)
+    d_on_fake = d(fake)
+    g_loss = criterion(d_on_fake, torch.full_like(d_on_fake, g_labels))
+    grads = torch.autograd.grad(g_loss, list(g.parameters()) + list(d.parameters()))
+    n_g = len(list(g.parameters()))
+    fake = fake.detach()
+    d_loss = reference_losses.discriminator_loss(criterion, d(real), d(fake))
+    d_grads = torch.autograd.grad(d_loss, list(d.parameters()))
+    return list(grads[:n_g]), list(grads[n_g:]), list(d_grads)
+
+
+def _check_train_step(student: Callable) -> list[str]:
+    g, d = reference_models.build_models("fc")
+    real = torch.rand(16, 1, 28, 28) * 2 - 1
+    z = torch.randn(16, 100)
+    criterion = nn.BCELoss()
+    ref_g, d_from_g_loss, ref_d = _reference_grads(g, d, criterion, real, z)
+    fake_label_g, _, _ = _reference_grads(g, d, criterion, real, z, g_labels=0.0)
+    # Stale gradients from an imaginary previous step: a missing zero_grad keeps them.
+    stale = 0.5
+    for p in list(g.parameters()) + list(d.parameters()):
+        p.grad = torch.full_like(p, stale)
+    log: list = []
+    opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
+    opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
+    backward_calls: list = []
+    try:
+        with _count_backward(backward_calls):
+            student(g, d, opt_g, opt_d, criterion, real, z)
+    except RuntimeError as err:
+        if "backward through the graph a second time" not in str(err):
+            raise
+        raise Mistake(
+            "the fake batch is not detached in D's step: D's loss tried to backpropagate "
+            "into G through the graph G's step already used (PyTorch: 'Trying to backward "
+            "through the graph a second time'). Use discriminator(fake.detach())."
+        ) from err
+    steps = [(name, grads) for name, grads in log if name.endswith(".step")]
+    names = [name for name, _ in steps]
+    if "opt_g.step" not in names or "opt_d.step" not in names:
+        missing = "opt_g.step()" if "opt_g.step" not in names else "opt_d.step()"
+        raise Mistake(f"{missing} is never called: each network is updated by its own optimizer.")
+    if len(backward_calls) < 2:
+        raise Mistake(
+            "G and D are updated from one backward pass. Train them in turns: G's loss, "
+            "backward, opt_g.step(); then D's loss, backward, opt_d.step()."
+        )
+    if names.index("opt_g.step") > names.index("opt_d.step"):
+        raise Mistake("D is updated before G: the seed trains G first, then D, in every step.")
+    g_at_step = dict(steps)["opt_g.step"]
+    d_at_step = dict(steps)["opt_d.step"]
+    accumulated_g = [r + stale for r in ref_g]
+    accumulated_d = [
+        [r + extra for r, extra in zip(ref_d, extras)]
+        for extras in (
+            [stale] * len(ref_d),
+            [stale + x for x in d_from_g_loss],
+            d_from_g_loss,
+        )
+    ]
+    if _close(g_at_step, accumulated_g) or (
+        not _close(d_at_step, ref_d) and any(_close(d_at_step, acc) for acc in accumulated_d)
+    ):
+        raise Mistake(
+            "missing zero_grad: gradients from before were still there when the optimizer "
+            "stepped. PyTorch adds new gradients to old ones; call opt_g.zero_grad() "
+            "before G's backward and opt_d.zero_grad() before D's."
+        )
+    if _close(g_at_step, fake_label_g):
+        raise Mistake(
+            "the generator loss uses the fake label 0. G wants D to call its images real: "
+            "score D(G(z)) against torch.ones_like(...)."
+        )
+    if not _close(g_at_step, ref_g):
+        raise Mistake(
+            "G's gradient is not that of BCE(D(G(z)), valid): check G's loss, and that G's "
+            "backward pass comes from that loss alone."
+        )
+    if _close(d_at_step, [2 * r for r in ref_d]):
+        raise Mistake("the discriminator loss is real + fake; the seed averages: (real_loss + fake_loss) / 2.")
+    if not _close(d_at_step, ref_d, 1e-4):
+        raise Mistake(
+            "D's gradient is not that of (BCE(D(real), 1) + BCE(D(fake), 0)) / 2 on the same "
+            "fake batch G produced in this step."
+        )
+    g_after = _grads(g)
+    if not _close(g_after, g_at_step):
+        raise Mistake(
+            "the fake batch is not detached in D's step: D's loss sent gradients into G. "
+            "Use discriminator(fake.detach()) so D's backward pass stops at the images."
+        )
+    return ["G step then D step, each with its own zero_grad, detach and backward"]
+
+
+def _check_dcgan_generator(student) -> list[str]:
+    g = _build(student)
+    kinds = {type(m) for m in g.modules()}
+    if nn.Linear in kinds:
+        raise Mistake("a fully connected layer: DCGAN is all-convolutional; start with a ConvTranspose2d on z viewed as (N, 100, 1, 1).")
+    if kinds & {nn.MaxPool2d, nn.AvgPool2d, nn.Upsample}:
+        raise Mistake("pooling or fixed upsampling: DCGAN upsamples with learnt transposed convolutions (nn.ConvTranspose2d, stride 2).")
+    if nn.ConvTranspose2d not in kinds:
+        raise Mistake("no nn.ConvTranspose2d: G must upsample with transposed convolutions.")
+    if not any(issubclass(k, nn.BatchNorm2d) for k in kinds):
+        raise Mistake("no BatchNorm: DCGAN puts nn.BatchNorm2d after every transposed convolution but the last.")
+    if nn.ReLU not in kinds or nn.LeakyReLU in kinds:
+        raise Mistake("DCGAN's generator uses nn.ReLU (LeakyReLU belongs to the discriminator).")
+    z = torch.randn(4, 100)
+    g.eval()
+    with torch.no_grad():
+        out = g(z)
+        loud = g(z * 100)
+    if tuple(out.shape) != (4, 1, 28, 28):
+        raise Mistake(f"wrong output shape: noise (4, 100) must give (4, 1, 28, 28); yours gives {tuple(out.shape)}.")
+    if loud.abs().max() > 1.0 + 1e-6:
+        raise Mistake("output outside [-1, 1]: end with nn.Tanh().")
+    return ["transposed convolutions, BatchNorm, ReLU, tanh, (N, 1, 28, 28), no FC or pooling"]
+
+
+# --------------------------------------------------------------------- exercises
+@dataclass
+class Exercise:
+    """One exercise: ``check(...)`` the student's code, ``hint()``, ``solution()``."""
+
+    name: str
+    title: str
+    student_names: tuple[str, ...]
+    _check: Callable[..., list[str]]
+    _hint: str
+    _solution: tuple
+
+    def check(self, *student, quiet: bool = False) -> CheckResult:
+        """Run the check on the student's objects; print and return the result."""
+        try:
+            # Checks draw their own inputs from a fixed seed and leave the caller's RNG alone.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                passed_notes = self._check(*student)
+            result = CheckResult(self.name, True, passed_notes)
+        except Mistake as mistake:
+            result = CheckResult(self.name, False, [str(mistake)])
+        except NotImplementedError:
+            result = CheckResult(self.name, False, ["not implemented yet: replace the `raise NotImplementedError` with your code."])
+        except Exception as err:  # the student's code crashed: show where, briefly
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            result = CheckResult(
+                self.name, False,
+                [f"your code raised {type(err).__name__}: {err} (line {where.lineno}: {where.line})"],
+            )
+        if not quiet:
+            print(result)
+            if not result.passed:
+                print(f"  (stuck? {self.name}_exercise.hint(), or .solution() to see the reference)")
+        return result
+
+    def hint(self) -> None:
+        print(f"Hint ({self.title}): {self._hint}")
+
+    def solution(self) -> None:
+        print(f"Reference solution ({self.title}), from gan_helpers:\n")
+        for obj in self._solution:
+            print(inspect.getsource(obj))
+
+
+generator_exercise = Exercise(
+    "generator", "the FC generator", ("FCGenerator",), _check_generator,
+    "four nn.Linear layers 100->128->256->512->784; nn.LeakyReLU(0.2) after the first "
+    "three, nn.Tanh() after the last; in forward, reshape to (N, 1, 28, 28).",
+    (reference_models.FCGenerator,),
+)
+discriminator_exercise = Exercise(
+    "discriminator", "the FC discriminator", ("FCDiscriminator",), _check_discriminator,
+    "flatten to (N, 784); nn.Linear 784->512->256->1 with nn.LeakyReLU(0.2) between; "
+    "nn.Sigmoid() at the end only when logits is False.",
+    (reference_models.FCDiscriminator,),
+)
+losses_exercise = Exercise(
+    "losses", "BCE and the two GAN losses", ("bce", "generator_loss", "discriminator_loss"),
+    _check_losses,
+    "bce = -(t * log(o) + (1 - t) * log(1 - o)).mean(); G's loss is criterion(d_on_fake, "
+    "ones); D's is (criterion(d_on_real, ones) + criterion(d_on_fake, zeros)) / 2.",
+    (reference_losses.generator_loss, reference_losses.discriminator_loss),
+)
+train_step_exercise = Exercise(
+    "train_step", "the training step", ("train_step",), _check_train_step,
+    "opt_g.zero_grad(); fake = generator(z); G's loss against valid; backward; "
+    "opt_g.step(). Then opt_d.zero_grad(); D's loss on real and on fake.detach(); "
+    "backward; opt_d.step().",
+    (reference_training.train_step,),
+)
+dcgan_exercise = Exercise(
+    "dcgan_generator", "the DCGAN generator", ("DCGANGenerator",), _check_dcgan_generator,
+    "view z as (N, 100, 1, 1); ConvTranspose2d to 4x4 (kernel 4, stride 1), then 7x7 "
+    "(kernel 3, stride 2, padding 1), 14x14 and 28x28 (kernel 4, stride 2, padding 1); "
+    "BatchNorm2d + ReLU after each but the last, Tanh at the end.",
+    (reference_models.DCGANGenerator,),
+)
+
+EXERCISES = (generator_exercise, discriminator_exercise, losses_exercise, train_step_exercise, dcgan_exercise)
+
+
+def check_generator(student) -> CheckResult:
+    """Check a student's FC generator class (or instance)."""
+    return generator_exercise.check(student)
+
+
+def check_discriminator(student) -> CheckResult:
+    """Check a student's FC discriminator class (taking ``logits=``) or instance."""
+    return discriminator_exercise.check(student)
+
+
+def check_losses(bce, generator_loss, discriminator_loss) -> CheckResult:
+    """Check a student's ``bce(o, t)``, ``generator_loss(criterion, d_on_fake)`` and
+    ``discriminator_loss(criterion, d_on_real, d_on_fake)``."""
+    return losses_exercise.check(bce, generator_loss, discriminator_loss)
+
+
+def check_train_step(train_step) -> CheckResult:
+    """Check a student's ``train_step(generator, discriminator, opt_g, opt_d, criterion,
+    real, z)``."""
+    return train_step_exercise.check(train_step)
+
+
+def check_dcgan_generator(student) -> CheckResult:
+    """Check a student's DCGAN generator class (or instance)."""
+    return dcgan_exercise.check(student)
+
+
+def grade_namespace(namespace: dict) -> list[dict]:
+    """Grade every exercise whose names are defined in ``namespace`` (a notebook's
+    globals); missing names score 0 with a message. Returns JSON-ready dicts."""
+    results = []
+    for exercise in EXERCISES:
+        missing = [n for n in exercise.student_names if n not in namespace]
+        if len(missing) == len(exercise.student_names):
+            continue  # not an exercise of this notebook
+        if missing:
+            result = CheckResult(exercise.name, False, [f"{', '.join(missing)} is not defined"])
+        else:
+            result = exercise.check(*(namespace[n] for n in exercise.student_names), quiet=True)
+        results.append(
+            {"name": exercise.name, "score": result.score, "max_score": 1,
+             "feedback": " ".join(result.feedback)}
+        )
+    return results
+

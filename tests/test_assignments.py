@@ -1,0 +1,89 @@
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gan_helpers.assignments import BEGIN, grade, release, strip_solutions
+from gan_helpers.cli import main
+
+SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "assignments"
+
+
+def solution_lines(path):
+    lines = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for block in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", cell.source, re.S):
+            lines += [line.strip() for line in block.splitlines() if line.strip()]
+    return lines
+
+
+def test_strip_solutions_keeps_indentation():
+    src = "def f(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION\n"
+    assert strip_solutions(src) == 'def f(x):\n    raise NotImplementedError("your code here")\n'
+    with pytest.raises(ValueError, match="unmatched"):
+        strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("released")
+    assert main(["release", str(SOLUTIONS), str(dest)]) == 0
+    return dest
+
+
+def test_release_leaves_no_solution(released):
+    sources = sorted(SOLUTIONS.glob("*.ipynb"))
+    assert len(sources) >= 2
+    for src in sources:
+        text = (released / src.name).read_text()
+        assert BEGIN not in text and "NotImplementedError" in text
+        for line in solution_lines(src):
+            if len(line) > 12:  # skip generic lines such as "return x"
+                assert line not in text, f"{src.name} leaks: {line}"
+        nb = nbformat.read(released / src.name, as_version=4)
+        assert all(c.get("outputs", []) == [] for c in nb.cells if c.cell_type == "code")
+        assert "widgets" not in nb.metadata
+
+
+def test_release_refuses_in_place():
+    with pytest.raises(ValueError, match="must differ"):
+        release(SOLUTIONS, SOLUTIONS)
+
+
+def test_solutions_score_full_marks():
+    report = grade(SOLUTIONS / "01_build_the_fc_gan.ipynb")
+    assert report["max_score"] == 4 and report["score"] == 4, report
+    assert [e["name"] for e in report["exercises"]] == ["generator", "discriminator", "losses", "train_step"]
+
+
+def test_released_copy_scores_zero_without_crashing(released, capsys):
+    assert main(["grade", str(released / "01_build_the_fc_gan.ipynb"), "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    report = json.loads(out[0])
+    assert report["score"] == 0 and report["max_score"] == 4
+    assert set(report) == {"notebook", "score", "max_score", "exercises"}
+    assert all("not implemented yet" in e["feedback"] for e in report["exercises"])
+
+
+def test_dcgan_assignment_grades(released):
+    assert grade(SOLUTIONS / "02_dcgan_generator.ipynb")["score"] == 1
+    assert grade(released / "02_dcgan_generator.ipynb")["score"] == 0
+
+
+def test_endless_loop_and_exceptions_are_graded(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import torch\nfrom torch import nn"),
+        nbformat.v4.new_code_cell("while True:\n    pass"),
+        nbformat.v4.new_code_cell("def train_step(*args):\n    raise RuntimeError('oops')"),
+        nbformat.v4.new_code_cell("1 / 0"),
+    ]
+    path = tmp_path / "student.ipynb"
+    nbformat.write(nb, path)
+    report = grade(path, cell_timeout=3)
+    assert report["score"] == 0 and report["max_score"] == 1
+    assert "oops" in report["exercises"][0]["feedback"]
+    assert any("ZeroDivisionError" in e for e in report["cell_errors"])

@@ -1,0 +1,250 @@
+"""Every common mistake planted in a faulty implementation gets its own message."""
+
+import pytest
+import torch
+from torch import nn
+
+from gan_helpers import checks
+from gan_helpers.losses import discriminator_loss as ref_d_loss
+from gan_helpers.losses import generator_loss as ref_g_loss
+from gan_helpers.models import DCGANGenerator, FCDiscriminator, FCGenerator
+from gan_helpers.training import train_step as ref_step
+
+
+def run(check, *args):
+    result = check(*args)
+    return result.passed, " ".join(result.feedback)
+
+
+# ---------------------------------------------------------------- generator
+class NoTanhGenerator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(100, 128), nn.LeakyReLU(0.2), nn.Linear(128, 256), nn.LeakyReLU(0.2),
+                                 nn.Linear(256, 512), nn.LeakyReLU(0.2), nn.Linear(512, 784))
+
+    def forward(self, z):
+        return self.net(z).view(-1, 1, 28, 28)
+
+
+class FlatGenerator(NoTanhGenerator):
+    def forward(self, z):
+        return torch.tanh(self.net(z))
+
+
+class WideGenerator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(100, 256), nn.LeakyReLU(0.2), nn.Linear(256, 784), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z).view(-1, 1, 28, 28)
+
+
+def test_generator_checks():
+    assert run(checks.check_generator, FCGenerator)[0]
+    passed, text = run(checks.check_generator, NoTanhGenerator)
+    assert not passed and "outside [-1, 1]" in text and "nn.Tanh()" in text
+    passed, text = run(checks.check_generator, FlatGenerator)
+    assert not passed and "wrong output shape" in text and "(5, 784)" in text
+    passed, text = run(checks.check_generator, WideGenerator)
+    assert not passed and "wrong layer sizes" in text and "100->256" in text
+
+
+# ------------------------------------------------------------ discriminator
+class AlwaysSigmoidD(FCDiscriminator):
+    def __init__(self, logits=False):
+        super().__init__(logits=False)  # ignores logits=True: a double sigmoid with BCEWithLogitsLoss
+
+
+class SmallD(nn.Module):
+    def __init__(self, logits=False):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(784, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x.view(x.shape[0], -1))
+
+
+def test_discriminator_checks():
+    assert run(checks.check_discriminator, FCDiscriminator)[0]
+    passed, text = run(checks.check_discriminator, AlwaysSigmoidD)
+    assert not passed and "double sigmoid" in text
+    passed, text = run(checks.check_discriminator, SmallD)
+    assert not passed and "wrong layer sizes" in text
+
+
+# ------------------------------------------------------------------- losses
+def bce(o, t):
+    return -(t * torch.log(o) + (1 - t) * torch.log(1 - o)).mean()
+
+
+def test_losses_correct():
+    assert run(checks.check_losses, bce, ref_g_loss, ref_d_loss)[0]
+
+
+def test_generator_loss_with_fake_labels():
+    def g_loss(criterion, d_on_fake):
+        return criterion(d_on_fake, torch.zeros_like(d_on_fake))
+
+    passed, text = run(checks.check_losses, bce, g_loss, ref_d_loss)
+    assert not passed and "uses the fake label 0" in text
+
+
+def test_discriminator_loss_not_averaged():
+    def d_loss(criterion, real, fake):
+        return criterion(real, torch.ones_like(real)) + criterion(fake, torch.zeros_like(fake))
+
+    passed, text = run(checks.check_losses, bce, ref_g_loss, d_loss)
+    assert not passed and "(real_loss + fake_loss) / 2" in text
+
+
+def test_double_sigmoid_in_loss():
+    def g_loss(criterion, d_on_fake):
+        return criterion(torch.sigmoid(d_on_fake), torch.ones_like(d_on_fake))
+
+    # with a probability criterion this would be clamped; the check uses logits
+    passed, text = run(checks.check_losses, bce, g_loss, ref_d_loss)
+    assert not passed
+
+
+def test_bce_sum_and_sign():
+    passed, text = run(checks.check_losses, lambda o, t: -(t * torch.log(o) + (1 - t) * torch.log(1 - o)).sum(),
+                       ref_g_loss, ref_d_loss)
+    assert not passed and "sums over the batch" in text
+    passed, text = run(checks.check_losses, lambda o, t: (t * torch.log(o) + (1 - t) * torch.log(1 - o)).mean(),
+                       ref_g_loss, ref_d_loss)
+    assert not passed and "wrong sign" in text
+
+
+# --------------------------------------------------------------- train step
+def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
+              g_label=1.0, average=True):
+    if zero_g:
+        opt_g.zero_grad()
+    fake = G(z)
+    d_fake = D(fake)
+    g_loss = criterion(d_fake, torch.full_like(d_fake, g_label))
+    g_loss.backward()
+    opt_g.step()
+    if zero_d:
+        opt_d.zero_grad()
+    d_real, d_fake = D(real), D(fake.detach() if detach else fake)
+    real_loss = criterion(d_real, torch.ones_like(d_real))
+    fake_loss = criterion(d_fake, torch.zeros_like(d_fake))
+    d_loss = (real_loss + fake_loss) / 2 if average else real_loss + fake_loss
+    d_loss.backward()
+    opt_d.step()
+
+
+def one_backward_step(G, D, opt_g, opt_d, criterion, real, z):
+    opt_g.zero_grad(), opt_d.zero_grad()
+    fake = G(z)
+    g_loss = criterion(D(fake), torch.ones(len(z), 1))
+    d_loss = (criterion(D(real), torch.ones(len(z), 1)) + criterion(D(fake.detach()), torch.zeros(len(z), 1))) / 2
+    (g_loss + d_loss).backward()
+    opt_g.step(), opt_d.step()
+
+
+def d_first_step(G, D, opt_g, opt_d, criterion, real, z):
+    opt_d.zero_grad()
+    fake = G(z)
+    ((criterion(D(real), torch.ones(len(z), 1)) + criterion(D(fake.detach()), torch.zeros(len(z), 1))) / 2).backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    criterion(D(fake), torch.ones(len(z), 1)).backward()
+    opt_g.step()
+
+
+def only_g_optimizer(G, D, opt_g, opt_d, criterion, real, z):
+    opt_g.zero_grad()
+    fake = G(z)
+    criterion(D(fake), torch.ones(len(z), 1)).backward()
+    opt_g.step()
+    opt_g.zero_grad()
+    ((criterion(D(real), torch.ones(len(z), 1)) + criterion(D(fake.detach()), torch.zeros(len(z), 1))) / 2).backward()
+    opt_g.step()
+
+
+@pytest.mark.parametrize("step", [ref_step, seed_step], ids=["package", "seed"])
+def test_correct_train_steps_pass(step):
+    passed, text = run(checks.check_train_step, step)
+    assert passed, text
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"detach": False}, "not detached"),
+        ({"zero_g": False}, "missing zero_grad"),
+        ({"zero_d": False}, "missing zero_grad"),
+        ({"g_label": 0.0}, "uses the fake label 0"),
+        ({"average": False}, "(real_loss + fake_loss) / 2"),
+    ],
+)
+def test_train_step_mistakes(kwargs, message):
+    passed, text = run(checks.check_train_step, lambda *a: seed_step(*a, **kwargs))
+    assert not passed and message in text, text
+
+
+@pytest.mark.parametrize(
+    "step,message",
+    [
+        (one_backward_step, "one backward pass"),
+        (d_first_step, "G first, then D"),
+        (only_g_optimizer, "opt_d.step() is never called"),
+    ],
+)
+def test_train_step_structure_mistakes(step, message):
+    passed, text = run(checks.check_train_step, step)
+    assert not passed and message in text, text
+
+
+# -------------------------------------------------------------------- DCGAN
+class FCInDCGAN(DCGANGenerator):
+    def __init__(self):
+        super().__init__(width=8)
+        self.project = nn.Linear(100, 100)
+
+
+class PoolingDCGAN(DCGANGenerator):
+    def __init__(self):
+        super().__init__(width=8)
+        self.pool = nn.MaxPool2d(2)
+
+
+def test_dcgan_checks():
+    assert run(checks.check_dcgan_generator, lambda: DCGANGenerator(width=8))[0]
+    assert "fully connected" in run(checks.check_dcgan_generator, FCInDCGAN)[1]
+    assert "pooling" in run(checks.check_dcgan_generator, PoolingDCGAN)[1]
+    assert "outside [-1, 1]" in run(checks.check_dcgan_generator, lambda: nn.Sequential(
+        nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.ConvTranspose2d(8, 1, 4, 4)))[1]
+
+
+# -------------------------------------------------------------- robustness
+def test_unwritten_and_crashing_code_gets_a_message(capsys):
+    def todo(*args):
+        raise NotImplementedError
+
+    def crash(*args):
+        return 1 / 0
+
+    passed, text = run(checks.check_train_step, todo)
+    assert not passed and "not implemented yet" in text
+    passed, text = run(checks.check_train_step, crash)
+    assert not passed and "ZeroDivisionError" in text
+
+
+def test_hint_and_solution(capsys):
+    checks.train_step_exercise.hint()
+    checks.train_step_exercise.solution()
+    out = capsys.readouterr().out
+    assert "fake.detach()" in out and "def train_step(" in out
+
+
+def test_checks_leave_global_rng_alone():
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    checks.check_generator(FCGenerator)
+    assert torch.equal(before, torch.get_rng_state())
