@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SECONDS_TO_TRAIN ?= 180
 
-.PHONY: setup train test lab notebooks bench clean
+.PHONY: setup train test test-browser lab notebooks bench clean
 
 setup: $(STAMP)
 
@@ -23,12 +23,18 @@ train: $(STAMP)
 
 # Unit tests, then every notebook under nbval in fast mode (each cell shows as a test).
 test: $(STAMP)
-	GAN_COURSE_FAST=1 $(PY) -m pytest -v tests --nbval-lax --nbval-current-env notebooks
+	GAN_COURSE_FAST=1 $(PY) -m pytest -v tests --ignore=tests/browser \
+		--nbval-lax --nbval-current-env notebooks
+
+# Every notebook in a real JupyterLab in headless Chromium (Debian: chromium, chromium-driver).
+test-browser: $(STAMP)
+	GAN_COURSE_FAST=1 $(PY) -m pytest -v tests/browser
 
 # Re-execute the notebooks in place, full length, to refresh their committed outputs.
 notebooks: $(STAMP)
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=1800 notebooks/*.ipynb
+		--ExecutePreprocessor.timeout=1800 notebooks/*.ipynb notebooks/assignments/*.ipynb
+	$(PY) -m gan_helpers tidy-notebooks notebooks/*.ipynb notebooks/assignments/*.ipynb
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

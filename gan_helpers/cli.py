@@ -5,6 +5,7 @@
     python -m gan_helpers train --recipe seed            # gan.py as written, 300 epochs
     python -m gan_helpers sample --checkpoint CKPT --n 64 --out samples.png
     python -m gan_helpers download mnist                 # full MNIST (needs internet)
+    python -m gan_helpers evaluate --checkpoint CKPT --n 10000
     python -m gan_helpers release notebooks/assignments released/
     python -m gan_helpers grade released/01_build_the_fc_gan.ipynb --json
 
@@ -112,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help=".npy: float32 array (N, 28, 28) in [-1, 1]; .png: a grid")
     sample.add_argument("--seed", type=int, default=None, help="same seed, same images")
 
+    evaluate = sub.add_parser(
+        "evaluate", help="score a generator: Fréchet distance, class coverage, legibility",
+        description="Draw samples from a checkpoint or generator file and print the metrics "
+        "of gan_helpers.metrics.",
+    )
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or generator file")
+    evaluate.add_argument("--n", type=_positive_int, default=10000, help="samples to score (default 10000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    evaluate.add_argument("--json", action="store_true", help="print one line of JSON")
+
+    classifier = sub.add_parser(
+        "train-classifier", help="retrain the shipped digit classifier used by evaluate",
+        description="Train gan_helpers.metrics.DigitClassifier on the project's data, print "
+        "its held-out accuracy and write it into the package.",
+    )
+    classifier.add_argument("--dataset", choices=DATASET_NAMES, default="mnist")
+    classifier.add_argument("--epochs", type=_positive_int, default=12)
+
     release = sub.add_parser(
         "release", help="write student copies of solution notebooks",
         description="Replace every ### BEGIN/END SOLUTION block with a stub that raises "
@@ -129,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--json", action="store_true", help="print one line of JSON")
     grade.add_argument("--cell-timeout", type=_positive_float, default=120.0,
                        help="seconds a cell may run (default 120)")
+
+    tidy = sub.add_parser(
+        "tidy-notebooks", help="drop saved widget state that no notebook output shows",
+        description="After executing notebooks (make notebooks): remove widget state that no "
+        "output can display, such as the closed live dashboards' last images.",
+    )
+    tidy.add_argument("notebooks", type=Path, nargs="+")
 
     download = sub.add_parser("download", help="download full MNIST or Fashion-MNIST (internet)")
     download.add_argument("dataset", choices=DATASET_NAMES, nargs="?", default="mnist")
@@ -223,6 +249,38 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _run_evaluate(args) -> int:
+    import json
+
+    from .metrics import format_scores, score_generator
+    from .training import load_generator
+
+    generator, config = load_generator(args.checkpoint)
+    scores = score_generator(generator, n=args.n, seed=args.seed, dataset=config.dataset)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), **scores}))
+    else:
+        print(f"{args.checkpoint}: {config.model} generator, {config.dataset}")
+        print(format_scores(scores))
+    return 0
+
+
+def _run_train_classifier(args) -> int:
+    from .metrics import accuracy, classifier_split, save_classifier, train_classifier
+
+    split = classifier_split(args.dataset)
+    print(f"{args.dataset}: training on {len(split['train_x'])} images, "
+          f"holding out {len(split['test_x'])}")
+    model = train_classifier(split["train_x"], split["train_y"], epochs=args.epochs)
+    held_out = accuracy(model, split["test_x"], split["test_y"])
+    path = save_classifier(model, args.dataset, held_out)
+    from .metrics import load_classifier
+
+    shipped = accuracy(load_classifier(args.dataset), split["test_x"], split["test_y"])
+    print(f"held-out accuracy: {held_out:.2%} (as saved, float16: {shipped:.2%}); weights: {path}")
+    return 0
+
+
 def _run_release(args) -> int:
     from .assignments import release
 
@@ -244,6 +302,19 @@ def _run_grade(args) -> int:
     return 0
 
 
+def _run_tidy_notebooks(args) -> int:
+    import nbformat
+
+    from .live import prune_widget_state
+
+    for path in args.notebooks:
+        nb = nbformat.read(path, as_version=4)
+        dropped = prune_widget_state(nb)
+        nbformat.write(nb, path)
+        print(f"{path}: dropped {dropped} unused widget models")
+    return 0
+
+
 def _run_download(args) -> int:
     from .data import download
 
@@ -261,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = {
             "train": _run_train, "sample": _run_sample, "download": _run_download,
-            "release": _run_release, "grade": _run_grade,
+            "release": _run_release, "grade": _run_grade, "evaluate": _run_evaluate,
+            "train-classifier": _run_train_classifier, "tidy-notebooks": _run_tidy_notebooks,
         }
         return run[args.command](args)
     except (ValueError, DataFileError, CheckpointError, TrainingDiverged, OSError) as err:

@@ -42,18 +42,26 @@ class LiveDashboard:
 
     Pass it in ``hooks=[...]``; it shows itself on the first update. ``title`` heads
     the dashboard; ``updates_per_second`` throttles redraws (about 2 by default).
+    With ``classes=True`` (the default where the shipped MNIST classifier applies) it
+    also shows which digits 256 fixed samples look like, and warns in plain words when
+    a digit has vanished from them (mode collapse).
     """
 
-    def __init__(self, title: str = "Training", updates_per_second: float = 2.0) -> None:
+    def __init__(
+        self, title: str = "Training", updates_per_second: float = 2.0, classes: bool = True
+    ) -> None:
         import ipywidgets as widgets
 
         self.title = title
         self.min_interval = 1.0 / updates_per_second
+        self.classes = classes
+        self._class_noise = torch.randn(256, 100, generator=torch.Generator().manual_seed(1234))
         self.status = widgets.HTML(f"<b>{title}</b>: waiting for the first step")
+        self.class_view = widgets.HTML()
         self.grid = widgets.Image(format="png", layout=widgets.Layout(width="300px"))
         self.curves = widgets.Image(format="png", layout=widgets.Layout(width="620px"))
         self._row = widgets.HBox([self.grid, self.curves])
-        self.widget = widgets.VBox([self.status, self._row])
+        self.widget = widgets.VBox([self.status, self._row, self.class_view])
         self._figure, self._axes = new_figure(2, (8, 2.8))
         self._handle = None
         self._last = -math.inf
@@ -82,6 +90,8 @@ class LiveDashboard:
         plot_history(trainer.history, axes=self._axes)
         self._figure.tight_layout()
         self.curves.value = figure_png(self._figure)
+        if self.classes:
+            self.class_view.value = self._class_report(trainer)
         self.updates += 1
         if event.final:
             self.freeze(event)
@@ -106,8 +116,48 @@ class LiveDashboard:
             display(picture)
         # Nothing shows the live widgets any more; closing them keeps their state (and
         # its images) out of the saved notebook.
-        for w in (self.widget, self._row, self.status, self.grid, self.curves):
+        for w in (self.widget, self._row, self.status, self.grid, self.curves, self.class_view):
             w.close()
+        if self.classes and event.trainer.config.dataset == "mnist":
+            from IPython.display import HTML, display
+
+            display(HTML(self._class_report(event.trainer)))
+
+    def _class_report(self, trainer) -> str:
+        """HTML: the share of each digit among 256 fixed samples, and a warning when
+        the samples are legible but some digit is missing."""
+        if trainer.config.dataset != "mnist" or trainer.config.latent_dim != self._class_noise.shape[1]:
+            return ""
+        from .metrics import CONFIDENT, class_scores
+
+        try:
+            was_training = trainer.generator.training
+            trainer.generator.eval()
+            with torch.no_grad():
+                samples = trainer.generator(self._class_noise.to(trainer.device)).cpu()
+            trainer.generator.train(was_training)
+            scores = class_scores(samples)
+        except FileNotFoundError:  # no classifier weights shipped
+            self.classes = False
+            return ""
+        bars = " ".join(
+            f"<span style='display:inline-block;width:34px;text-align:center'>"
+            f"<span style='display:inline-block;width:14px;height:{int(share * 120) + 1}px;"
+            f"background:#4a7ab5;vertical-align:bottom'></span><br>{digit}</span>"
+            for digit, share in enumerate(scores["class_histogram"])
+        )
+        text = (f"digits among 256 samples (entropy {scores['class_entropy']:.2f}, "
+                f"{scores['legible']:.0%} legible at confidence {CONFIDENT})")
+        warning = ""
+        if scores["classes_missing"] and scores["legible"] >= 0.5:
+            missing = ", ".join(map(str, scores["classes_missing"]))
+            warning = (
+                f"<br><b style='color:#b00'>Warning: no sample looks like {missing}.</b> "
+                "The generator has stopped drawing these digits: mode collapse. It may "
+                "recover as D catches on; if it lasts, try BatchNorm in G, a lower lr or "
+                "the logits loss."
+            )
+        return f"<div style='font-size:12px'>{bars}<br>{text}{warning}</div>"
 
 
 def latent_explorer(
@@ -156,3 +206,34 @@ def latent_explorer(
     new_start.on_click(reseed)
     redraw()
     return widgets.HBox([image, widgets.VBox(sliders + [new_start, norm])])
+
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def prune_widget_state(notebook: dict) -> int:
+    """Drop saved widget state that no output of ``notebook`` (an nbformat dict) can
+    reach: the dashboards close their widgets when they leave their static picture, but
+    nbclient keeps the closed widgets' last images in the notebook's metadata. Returns
+    the number of models dropped."""
+    state = notebook.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state")
+    if not state:
+        return 0
+    roots = [
+        out["data"][WIDGET_VIEW]["model_id"]
+        for cell in notebook["cells"] for out in cell.get("outputs", [])
+        if WIDGET_VIEW in out.get("data", {})
+    ]
+    keep, todo = set(), [r for r in roots if r in state]
+    while todo:
+        model_id = todo.pop()
+        if model_id in keep or model_id not in state:
+            continue
+        keep.add(model_id)
+        text = str(state[model_id].get("state", {}))
+        todo += [ref for ref in state if f"IPY_MODEL_{ref}" in text]
+    dropped = [m for m in state if m not in keep]
+    for model_id in dropped:
+        del state[model_id]
+    return len(dropped)

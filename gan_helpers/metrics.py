@@ -1,0 +1,278 @@
+"""Numbers for sample quality, from a small digit classifier shipped with the package.
+
+The classifier (``DigitClassifier``, about 0.27 M parameters, ~1 MB) was trained only on
+data the project has (``python -m gan_helpers train-classifier``; README states the
+command and its held-out accuracy). From it:
+
+- ``frechet_distance``: the Fréchet distance between Gaussians fitted to the classifier's
+  64-d features of generated and of real images, computed by torchmetrics'
+  ``FrechetInceptionDistance`` with the classifier as its custom feature extractor (the
+  Inception network of the usual FID knows nothing of 28 x 28 digits).
+- ``class_histogram`` / ``class_entropy`` / ``classes_missing``: the share of samples
+  the classifier puts in each class, the entropy of that share divided by log 10 (1.0
+  when all ten classes are equally common), and the classes that (nearly) never appear.
+- ``legible``: the share of samples the classifier labels with confidence >= 0.9.
+- ``inception_score``: exp(E_x KL(p(y|x) || p(y))), the Inception-Score analogue: up to
+  10 when every sample is one clear digit and all digits are equally common.
+
+``score_images`` / ``score_generator`` return them as one dict;
+``python -m gan_helpers evaluate --checkpoint CKPT`` prints them.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CONFIDENT = 0.9
+MISSING_SHARE = 0.01  # a class with under 1% of the samples (a tenth of its fair share)
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN for 28 x 28 x 1 images in [-1, 1]: logits (N, 10).
+
+    Shapes: (N, 1, 28, 28) -> conv 3x3 -> (N, 32, 28, 28) -> conv 3x3 s2 -> (N, 32, 14, 14)
+    -> conv 3x3 -> (N, 64, 14, 14) -> conv 3x3 s2 -> (N, 64, 7, 7) -> flatten (N, 3136)
+    -> linear -> features (N, 64) -> linear -> logits (N, 10).
+    """
+
+    feature_dim = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(64 * 7 * 7, self.feature_dim), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Linear(self.feature_dim, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, 1, 28, 28) in [-1, 1] -> features (N, 64), each >= 0."""
+        return self.body(x.reshape(x.shape[0], 1, 28, 28))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, 1, 28, 28) in [-1, 1] -> class logits (N, 10)."""
+        return self.head(self.features(x))
+
+
+class _Features(nn.Module):
+    """The classifier's feature map, as torchmetrics' custom feature extractor."""
+
+    def __init__(self, classifier: DigitClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x)
+
+
+def weights_path(dataset: str = "mnist") -> Path:
+    return WEIGHTS_DIR / f"classifier-{dataset}.pt"
+
+
+@lru_cache(maxsize=2)
+def load_classifier(dataset: str = "mnist") -> DigitClassifier:
+    """The shipped classifier for ``dataset``, in eval mode (``weights_only`` load)."""
+    path = weights_path(dataset)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no classifier weights for {dataset} at {path}; train them with "
+            f"`python -m gan_helpers train-classifier --dataset {dataset}`"
+        )
+    model = DigitClassifier()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.eval().requires_grad_(False)
+
+
+def _shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random translations by up to ``max_shift`` pixels (augmentation), per image."""
+    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
+    n = x.shape[0]
+    dx, dy = (torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)).unbind(0)
+    rows = (torch.arange(28).view(1, 28) + dy.view(n, 1))  # (n, 28)
+    cols = (torch.arange(28).view(1, 28) + dx.view(n, 1))
+    idx = torch.arange(n).view(n, 1, 1)
+    return padded[:, 0][idx, rows.view(n, 28, 1), cols.view(n, 1, 28)].unsqueeze(1)
+
+
+def train_classifier(
+    images: torch.Tensor, labels: torch.Tensor, epochs: int = 12, batch_size: int = 128,
+    seed: int = 0, log=print,
+) -> DigitClassifier:
+    """Train a DigitClassifier on images (N, 1, 28, 28) in [-1, 1] and labels (N,)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = DigitClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(images), generator=g)
+        total = 0.0
+        for i in range(0, len(images), batch_size):
+            idx = perm[i : i + batch_size]
+            x = _shift(images[idx], g)
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        log(f"epoch {epoch + 1}/{epochs}: loss {total / len(images):.4f}")
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of ``images`` (N, 1, 28, 28) whose predicted class equals ``labels``."""
+    predictions = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, len(images), 1000)])
+    return (predictions == labels).float().mean().item()
+
+
+def classifier_split(dataset: str = "mnist") -> dict[str, torch.Tensor]:
+    """The data the shipped classifiers learn from and are tested on.
+
+    mnist: the shipped 10,000-digit test split, digits 0-7,999 of a fixed permutation
+    for training and the other 2,000 held out. fashion-mnist: its 60,000 training
+    images, and its 10,000 test images held out (Debian's files or torchvision's).
+    """
+    from . import data
+
+    if dataset == "mnist":
+        images, labels = data.load_shipped_test_split()
+        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(2024))
+        train, held = perm[:8000], perm[8000:]
+        x = data.to_unit_range(images)
+        return {"train_x": x[train], "train_y": labels[train], "test_x": x[held], "test_y": labels[held]}
+    train = data.load_images(dataset)
+    folder = data.DEBIAN_FASHION_DIR
+    fix = "Reinstall it: apt-get install --reinstall dataset-fashion-mnist"
+    test_x, test_y = data._read_pair(folder, "t10k", fix, None)
+    return {
+        "train_x": train.scaled(), "train_y": train.labels,
+        "test_x": data.to_unit_range(test_x), "test_y": test_y,
+    }
+
+
+def save_classifier(model: DigitClassifier, dataset: str, held_out_accuracy: float) -> Path:
+    from .training import atomic_save
+
+    path = weights_path(dataset)
+    # float16 halves the file; the features barely move (tested via the accuracy).
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    atomic_save({"model": state, "dataset": dataset, "held_out_accuracy": held_out_accuracy}, path)
+    load_classifier.cache_clear()
+    return path
+
+
+# ----------------------------------------------------------------------- scores
+@torch.no_grad()
+def _probabilities(model: DigitClassifier, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([
+        F.softmax(model(images[i : i + 1000].float()), dim=1) for i in range(0, len(images), 1000)
+    ])
+
+
+@lru_cache(maxsize=2)
+def _real_reference(dataset: str) -> torch.Tensor:
+    """Real images the distance is measured against: MNIST's shipped test split, or
+    Fashion-MNIST's test images."""
+    split = classifier_split(dataset)
+    return torch.cat([split["train_x"], split["test_x"]]) if dataset == "mnist" else split["test_x"]
+
+
+def frechet_distance(
+    fake: torch.Tensor, real: torch.Tensor | None = None, dataset: str = "mnist"
+) -> float:
+    """Fréchet distance in the classifier's feature space between ``fake`` and ``real``
+    images (each (N, 1, 28, 28) in [-1, 1]; ``real`` defaults to the reference set).
+    0 for identical distributions; needs a few hundred images of each for a stable value."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    real = _real_reference(dataset) if real is None else real
+    fid = FrechetInceptionDistance(
+        feature=_Features(load_classifier(dataset)), input_img_size=(1, 28, 28),
+        reset_real_features=False,
+    )
+    fid.set_dtype(torch.float64)
+    for i in range(0, len(real), 1000):
+        fid.update(real[i : i + 1000].float(), real=True)
+    for i in range(0, len(fake), 1000):
+        fid.update(fake[i : i + 1000].float(), real=False)
+    return float(fid.compute())
+
+
+def class_scores(images: torch.Tensor, dataset: str = "mnist") -> dict:
+    """Class coverage, legibility and the Inception-Score analogue of ``images``
+    (N, 1, 28, 28) in [-1, 1]."""
+    p = _probabilities(load_classifier(dataset), images)
+    histogram = torch.bincount(p.argmax(1), minlength=10).float() / len(p)
+    entropy = -(histogram[histogram > 0] * histogram[histogram > 0].log()).sum() / math.log(10)
+    marginal = p.mean(0, keepdim=True)
+    kl = (p * (p.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(1)
+    return {
+        "class_histogram": [round(v, 4) for v in histogram.tolist()],
+        "class_entropy": float(entropy),
+        "classes_missing": [c for c in range(10) if histogram[c] < MISSING_SHARE],
+        "legible": float((p.max(1).values >= CONFIDENT).float().mean()),
+        "inception_score": float(kl.mean().exp()),
+    }
+
+
+def score_images(fake: torch.Tensor, dataset: str = "mnist") -> dict:
+    """All the metrics for images (N, 1, 28, 28) in [-1, 1], as one dict."""
+    return {"n": len(fake), "frechet_distance": frechet_distance(fake, dataset=dataset),
+            **class_scores(fake, dataset)}
+
+
+def score_generator(
+    generator: nn.Module, n: int = 10000, seed: int = 0, dataset: str = "mnist"
+) -> dict:
+    """Draw ``n`` samples from ``generator`` (seeded) and score them."""
+    from .training import generate
+
+    samples = torch.cat([
+        generate(generator, min(1000, n - i), seed=seed * 1000 + i) for i in range(0, n, 1000)
+    ])
+    return score_images(samples, dataset)
+
+
+def real_floor(dataset: str = "mnist", n: int = 5000) -> float:
+    """Fréchet distance between two disjoint halves of the real reference set: the
+    value a perfect generator would get with ``n`` samples."""
+    real = _real_reference(dataset)
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    return frechet_distance(real[perm[:n]], real[perm[n : 2 * n]], dataset)
+
+
+def format_scores(scores: dict) -> str:
+    """Scores as aligned text lines."""
+    lines = [
+        f"samples            {scores['n']}",
+        f"frechet_distance   {scores['frechet_distance']:.2f}",
+        f"class_entropy      {scores['class_entropy']:.3f}   (1.0 = all ten digits equally often)",
+        f"classes_missing    {scores['classes_missing'] or 'none'}",
+        f"legible            {scores['legible']:.1%}   (classifier confidence >= {CONFIDENT})",
+        f"inception_score    {scores['inception_score']:.2f}   (max 10)",
+        "class_histogram    " + " ".join(f"{c}:{v:.2f}" for c, v in enumerate(scores["class_histogram"])),
+    ]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DigitClassifier", "load_classifier", "train_classifier", "accuracy", "frechet_distance",
+    "class_scores", "score_images", "score_generator", "real_floor", "format_scores",
+]
