@@ -37,7 +37,7 @@ notebooks: $(STAMP)
 	$(PY) -m gan_helpers tidy-notebooks notebooks/*.ipynb notebooks/assignments/*.ipynb
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/
 
 bench: $(STAMP)
 	$(PY) bench/speed.py

@@ -2,7 +2,9 @@
 
 One module per concept: ``data`` (MNIST from IDX files), ``models`` (the seed's FC GAN
 and a DCGAN), ``losses`` (BCE / BCE-with-logits), ``training`` (the seed's step, the
-trainer, checkpoints), ``plots`` (static figures), ``cli`` (``python -m gan_helpers``).
+trainer, checkpoints, pretrained generators), ``live`` (notebook dashboards), ``plots``
+(static figures), ``metrics`` (sample quality), ``checks`` and ``assignments``
+(exercises, release, grading), ``cli`` (``python -m gan_helpers``).
 """
 
 from .data import ImageSet, load_images
@@ -21,6 +23,7 @@ from .training import (
     generate,
     load_checkpoint,
     load_generator,
+    pretrained,
     train_step,
 )
 
@@ -30,5 +33,5 @@ __all__ = [
     "ImageSet", "load_images", "adversarial_loss", "discriminator_loss", "generator_loss",
     "DCGANDiscriminator", "DCGANGenerator", "FCDiscriminator", "FCGenerator",
     "build_models", "count_parameters", "GANTrainer", "TrainConfig", "generate",
-    "load_checkpoint", "load_generator", "train_step",
+    "load_checkpoint", "load_generator", "pretrained", "train_step",
 ]

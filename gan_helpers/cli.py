@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bce: sigmoid in D + BCELoss (seed); bce-logits: BCEWithLogitsLoss, no sigmoid")
     hyper.add_argument("--g-batchnorm", action=argparse.BooleanOptionalAction, default=None,
                        help="BatchNorm in the FC generator's hidden layers")
+    hyper.add_argument("--ema", type=float, default=None,
+                       help="sample from a moving average of G's weights with this decay "
+                       "(course: 0.999; 0 turns it off, as in the seed)")
     hyper.add_argument("--width", type=_positive_int, default=None,
                        help="DCGAN channel multiplier, ngf = ndf (course: 32; pytorch/examples: 64)")
     hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
@@ -149,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--cell-timeout", type=_positive_float, default=120.0,
                        help="seconds a cell may run (default 120)")
 
+    export = sub.add_parser(
+        "export", help="write the generator of a checkpoint as a small sampling-only file",
+        description="Keep only what sampling needs (the generator and its configuration).",
+    )
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True)
+
     tidy = sub.add_parser(
         "tidy-notebooks", help="drop saved widget state that no notebook output shows",
         description="After executing notebooks (make notebooks): remove widget state that no "
@@ -188,7 +198,7 @@ def _run_train(args) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}"
             for name in ("model", "dataset", "recipe", "batch_size", "lr", "b1", "b2",
-                         "latent_dim", "loss", "g_batchnorm", "width", "seed")
+                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "seed")
             if getattr(args, name) is not None
         ]
         if conflicting:
@@ -302,6 +312,15 @@ def _run_grade(args) -> int:
     return 0
 
 
+def _run_export(args) -> int:
+    from .training import load_generator, save_generator
+
+    generator, config = load_generator(args.checkpoint)
+    path = save_generator(generator, config, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _run_tidy_notebooks(args) -> int:
     import nbformat
 
@@ -334,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": _run_train, "sample": _run_sample, "download": _run_download,
             "release": _run_release, "grade": _run_grade, "evaluate": _run_evaluate,
             "train-classifier": _run_train_classifier, "tidy-notebooks": _run_tidy_notebooks,
+            "export": _run_export,
         }
         return run[args.command](args)
     except (ValueError, DataFileError, CheckpointError, TrainingDiverged, OSError) as err:

@@ -131,11 +131,12 @@ class LiveDashboard:
         from .metrics import CONFIDENT, class_scores
 
         try:
-            was_training = trainer.generator.training
-            trainer.generator.eval()
+            sampler = trainer.sampler
+            was_training = sampler.training
+            sampler.eval()
             with torch.no_grad():
-                samples = trainer.generator(self._class_noise.to(trainer.device)).cpu()
-            trainer.generator.train(was_training)
+                samples = sampler(self._class_noise.to(trainer.device)).cpu()
+            sampler.train(was_training)
             scores = class_scores(samples)
         except FileNotFoundError:  # no classifier weights shipped
             self.classes = False

@@ -12,6 +12,7 @@ resumes from a checkpoint bit for bit on the CPU.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -32,7 +33,7 @@ RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
 CHECKPOINT_VERSION = 1
 SEED_EPOCHS = 300  # the seed's run length (its gan.py defaults to 200)
-SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "b1": 0.5, "b2": 0.999, "g_batchnorm": False}
+SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "b1": 0.5, "b2": 0.999, "g_batchnorm": False, "ema": 0.0}
 COURSE_DCGAN = {"batch_size": 64, "lr": 0.0002}
 
 
@@ -57,6 +58,7 @@ class TrainConfig:
     loss: str = "bce"
     g_batchnorm: bool = True
     width: int = 32
+    ema: float = 0.999
     seed: int = 0
     sample_interval: int = 400
     n_samples: int = 64
@@ -69,7 +71,9 @@ class TrainConfig:
         a sigmoid, no BatchNorm in the FC generator, DataLoader with transforms.
         "course" keeps the seed's networks, loss and step and changes three training
         choices, picked from short CPU runs (README, "Course recipe"): BatchNorm in
-        G's hidden layers, batch 128 and lr 0.0005. For DCGAN the course uses the
+        G's hidden layers, batch 128 and lr 0.0005; and it samples from an exponential
+        moving average of G's weights (``ema``, 0.999), which smooths out the
+        step-to-step wobble of the adversarial game. For DCGAN the course uses the
         DCGAN paper's batch 64 and lr 0.0002, with width 32 (a third of the CPU time
         of pytorch/examples' 64).
         """
@@ -90,6 +94,8 @@ class TrainConfig:
         for name in ("batch_size", "latent_dim", "sample_interval", "n_samples", "width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         for name in ("b1", "b2"):
@@ -251,6 +257,11 @@ class GANTrainer:
             )
         )
         self.criterion = adversarial_loss(config.loss)
+        # The generator to sample from: an exponential moving average of G's weights
+        # (Karras et al. 2018; Yazici et al. 2019) or, with ema=0, G itself.
+        self.ema_generator = (
+            copy.deepcopy(self.generator).requires_grad_(False) if config.ema > 0 else None
+        )
         self.opt_g = make_optimizer(self.generator, config)
         self.opt_d = make_optimizer(self.discriminator, config)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
@@ -337,6 +348,8 @@ class GANTrainer:
                     if not all(map(math.isfinite, values)):
                         raise self._diverged(values)
                     self.step += 1
+                    if self.ema_generator is not None:
+                        self._update_ema()
                     for key, value in zip(HISTORY_KEYS, values):
                         self.history[key].append(value)
                     if bar is not None:
@@ -413,18 +426,34 @@ class GANTrainer:
         signal.signal(signal.SIGINT, handler)
         return lambda: signal.signal(signal.SIGINT, previous)
 
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up: early on the average follows G closely, later it averages ~1/(1-ema) steps.
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+        ema_params = list(self.ema_generator.parameters())
+        torch._foreach_lerp_(ema_params, list(self.generator.parameters()), 1.0 - decay)
+        for ema_buf, buf in zip(self.ema_generator.buffers(), self.generator.buffers()):
+            ema_buf.copy_(buf)
+
     # ------------------------------------------------------------------ sampling
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator to draw samples from: the weight average with ``ema`` > 0,
+        else G itself. Training never reads it."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
+
     @torch.no_grad()
     def fixed_samples(self) -> torch.Tensor:
-        """G(fixed noise) in eval mode: (n_samples, 1, 28, 28) in [-1, 1]. Eval mode
-        keeps BatchNorm's running statistics out of it, so sampling never changes
-        training."""
-        was_training = self.generator.training
-        self.generator.eval()
+        """The sampler's images for the fixed noise, in eval mode: (n_samples, 1, 28, 28)
+        in [-1, 1]. Eval mode keeps BatchNorm's running statistics out of it, so
+        sampling never changes training."""
+        sampler = self.sampler
+        was_training = sampler.training
+        sampler.eval()
         try:
-            return self.generator(self.fixed_noise).cpu()
+            return sampler(self.fixed_noise).cpu()
         finally:
-            self.generator.train(was_training)
+            sampler.train(was_training)
 
     def save_grid(self) -> Path | None:
         """Write the fixed-noise grid as ``out_dir/step_XXXXXXX.png`` (torchvision's
@@ -461,6 +490,9 @@ class GANTrainer:
             "config": asdict(self.config),
             "step": self.step,
             "generator": self.generator.state_dict(),
+            "generator_ema": (
+                self.ema_generator.state_dict() if self.ema_generator is not None else None
+            ),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -483,6 +515,9 @@ class GANTrainer:
                     "checkpoint's own configuration (leave that option out)."
                 )
         _load_module(self.generator, state["generator"], source, "generator")
+        if self.ema_generator is not None:
+            _load_module(self.ema_generator, state.get("generator_ema") or state["generator"],
+                         source, "generator")
         _load_module(self.discriminator, state["discriminator"], source, "discriminator")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -581,8 +616,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def load_generator(
     path: str | os.PathLike, model: str | None = None, device: str = "cpu"
 ) -> tuple[nn.Module, TrainConfig]:
-    """The generator from a training checkpoint or a generator-only file, in eval mode,
-    with its TrainConfig. ``model`` ("fc" / "dcgan"), if given, must match the file."""
+    """The generator from a training checkpoint (its weight average when the run kept
+    one) or a generator-only file, in eval mode, with its TrainConfig. ``model`` ("fc" / "dcgan"), if given, must match the file."""
     state = load_checkpoint(path)
     config = TrainConfig.from_dict(state["config"])
     if model is not None and model != config.model:
@@ -593,7 +628,9 @@ def load_generator(
     generator, _ = build_models(
         config.model, config.latent_dim, uses_logits(config.loss), config.g_batchnorm, config.width
     )
-    _load_module(generator, state["generator"], str(path), "generator")
+    # A training checkpoint's sampler is the weight average where the run kept one.
+    weights = state.get("generator_ema") or state["generator"]
+    _load_module(generator, weights, str(path), "generator")
     return generator.to(device).eval(), config
 
 
@@ -610,6 +647,20 @@ def save_generator(generator: nn.Module, config: TrainConfig, path: str | os.Pat
         path,
     )
     return Path(path)
+
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def pretrained(model: str = "fc") -> nn.Module:
+    """A generator trained for longer and shipped with the package, in eval mode:
+    ``"fc"`` or ``"dcgan"`` (README gives the commands that made them and their scores).
+    """
+    path = PRETRAINED_DIR / f"generator-{model}.pt"
+    if not path.exists():
+        raise CheckpointError(f"no pretrained {model!r} generator at {path}; choose 'fc' or 'dcgan'")
+    generator, _ = load_generator(path)
+    return generator
 
 
 @torch.no_grad()
@@ -631,5 +682,5 @@ def generate(
 __all__ = [
     "TrainConfig", "StepStats", "TrainEvent", "GANTrainer", "TrainingDiverged",
     "CheckpointError", "train_step", "atomic_save", "load_checkpoint", "load_generator",
-    "save_generator", "generate", "RECIPES", "SEED_EPOCHS",
+    "save_generator", "generate", "pretrained", "RECIPES", "SEED_EPOCHS",
 ]

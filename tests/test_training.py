@@ -120,7 +120,8 @@ def test_same_seed_same_images(mnist_small):
 
 def params(trainer):
     return [t.clone() for t in list(trainer.generator.state_dict().values())
-            + list(trainer.discriminator.state_dict().values())]
+            + list(trainer.discriminator.state_dict().values())
+            + list(trainer.sampler.state_dict().values())]
 
 
 @pytest.mark.parametrize("model,recipe", [("fc", "course"), ("dcgan", "course"), ("fc", "seed")])
@@ -207,7 +208,7 @@ def test_checkpoint_from_another_architecture(tmp_path, mnist_small):
         dcgan.load_state_dict(load_checkpoint(path), str(path))
     # a file whose weights do not fit its own configuration
     state = load_checkpoint(path)
-    state["generator"] = dcgan.generator.state_dict()
+    state["generator"] = state["generator_ema"] = dcgan.generator.state_dict()
     torch.save(state, tmp_path / "mixed.pt")
     with pytest.raises(CheckpointError, match="another architecture"):
         load_generator(tmp_path / "mixed.pt")
@@ -266,6 +267,19 @@ def test_sigint_stops_cleanly_and_saves(tmp_path, mnist_small, capsys):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     t.fit(steps=5, progress=False)
     assert t.step == 5 and not t.interrupted
+
+
+def test_ema_sampler(mnist_small, tmp_path):
+    t = GANTrainer(small(ema=0.9), data=mnist_small, out_dir=tmp_path).fit(steps=20, progress=False)
+    g = dict(t.generator.named_parameters())
+    for name, p in t.sampler.named_parameters():
+        assert not p.requires_grad
+        assert not torch.equal(p, g[name]), "the average lags behind G"
+    loaded, _ = load_generator(tmp_path / "checkpoint.pt")
+    torch.testing.assert_close(loaded(t.fixed_noise), t.fixed_samples())
+    off = GANTrainer(small(ema=0.0), data=mnist_small)
+    assert off.sampler is off.generator
+    assert TrainConfig.for_recipe("seed").ema == 0.0
 
 
 def test_config_validation():

@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from gan_helpers import metrics
+from gan_helpers.cli import main
+from gan_helpers.data import load_shipped_test_split, to_unit_range
+
+
+@pytest.fixture(scope="module")
+def split():
+    return metrics.classifier_split("mnist")
+
+
+def test_shipped_classifier_is_small_and_accurate(split):
+    assert metrics.weights_path("mnist").stat().st_size < 2 * 1024 * 1024
+    acc = metrics.accuracy(metrics.load_classifier("mnist"), split["test_x"], split["test_y"])
+    assert acc >= 0.98  # README states the exact held-out figure
+    state = torch.load(metrics.weights_path("mnist"), weights_only=True)
+    assert abs(state["held_out_accuracy"] - acc) < 1e-6
+
+
+def test_real_digits_score_near_their_floor(split):
+    real = split["test_x"]
+    scores = metrics.class_scores(real)
+    assert scores["classes_missing"] == [] and scores["class_entropy"] > 0.99
+    assert scores["legible"] > 0.9 and scores["inception_score"] > 8.5
+    floor = metrics.frechet_distance(real[:1000], real[1000:2000])
+    noise = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert 0 <= floor < 0.02 * metrics.frechet_distance(noise, real[:1000])
+
+
+def test_a_collapsed_generator_scores_badly(split):
+    one_image = split["test_x"][:1].expand(2000, 1, 28, 28)
+    scores = metrics.score_images(one_image)
+    assert scores["class_entropy"] < 0.05 and len(scores["classes_missing"]) == 9
+    assert scores["inception_score"] < 1.1
+    real_floor = metrics.frechet_distance(split["test_x"][:1000], split["test_x"][1000:])
+    assert scores["frechet_distance"] > 20 * real_floor
+
+
+def test_noise_is_illegible():
+    noise = torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scores = metrics.score_images(noise)
+    assert scores["legible"] < 0.05, "noise must not count as legible (outlier exposure)"
+    assert scores["frechet_distance"] > 50
+
+
+def test_evaluate_cli(tmp_path, capsys):
+    assert main(["train", "--max-steps", "3", "--batch-size", "32", "--out", str(tmp_path), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--n", "300", "--json"]) == 0
+    import json
+
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["n"] == 300 and len(scores["class_histogram"]) == 10
+    assert math.isfinite(scores["frechet_distance"]) and 0 <= scores["legible"] <= 1
+
+
+@pytest.mark.parametrize("model", ["fc", "dcgan"])
+def test_shipped_generators_sample_and_score(model, tmp_path, capsys):
+    from gan_helpers.training import PRETRAINED_DIR, pretrained
+
+    path = PRETRAINED_DIR / f"generator-{model}.pt"
+    assert path.stat().st_size < 5 * 1024 * 1024
+    generator = pretrained(model)
+    assert not generator.training
+    assert main(["sample", "--checkpoint", str(path), "--n", "10", "--out", str(tmp_path / "s.npy")]) == 0
+    import numpy as np
+
+    a = np.load(tmp_path / "s.npy")
+    assert a.shape == (10, 28, 28) and a.min() >= -1 and a.max() <= 1
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(path), "--n", "1000", "--json"]) == 0
+    import json
+
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["classes_missing"] == [] and scores["legible"] > 0.5
+
+
+def test_pretrained_unknown_name():
+    from gan_helpers.training import CheckpointError, pretrained
+
+    with pytest.raises(CheckpointError, match="choose 'fc' or 'dcgan'"):
+        pretrained("vae")
