@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SECONDS_TO_TRAIN ?= 180
+SECONDS_TO_TRAIN ?= 120
 
 .PHONY: setup train test test-browser lab notebooks bench clean
 

@@ -1,6 +1,6 @@
 """The command line: ``python -m gan_helpers {train,sample,download} ...``.
 
-    python -m gan_helpers train --model fc --max-seconds 180 --out images/runs/fc-mnist
+    python -m gan_helpers train --model fc --max-seconds 120 --out images/runs/fc-mnist
     python -m gan_helpers train --resume images/runs/fc-mnist/checkpoint.pt --max-seconds 60
     python -m gan_helpers train --recipe seed            # gan.py as written, 300 epochs
     python -m gan_helpers sample --checkpoint CKPT --n 64 --out samples.png
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--epochs", "--n_epochs", type=_positive_float, default=None,
                       help="total epochs, counted from the start of the run (seed: 300)")
     stop.add_argument("--max-seconds", type=_positive_float, default=None,
-                      help="wall-clock seconds for this invocation")
+                      help="wall-clock seconds for this invocation (120 when no rule is given)")
     stop.add_argument("--max-steps", type=_positive_int, default=None,
                       help="total training steps (batches)")
     hyper = train.add_argument_group("the seed's hyperparameters")
@@ -222,7 +222,7 @@ def _run_train(args) -> int:
         trainer = GANTrainer(config, data=data, out_dir=out, device=device,
                              checkpoint_every=args.checkpoint_every)
     if args.epochs is None and args.max_seconds is None and args.max_steps is None:
-        args.max_seconds = 180.0
+        args.max_seconds = 120.0
     print(data.source)
     print(f"training {config.model} GAN ({config.recipe} recipe) on {config.dataset}, "
           f"from step {trainer.step}; output in {trainer.out_dir}")
