@@ -5,7 +5,6 @@ import torch
 
 from gan_helpers import metrics
 from gan_helpers.cli import main
-from gan_helpers.data import load_shipped_test_split, to_unit_range
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,7 @@ import signal
 import pytest
 import torch
 
-from gan_helpers import training
-from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss
+from gan_helpers.losses import adversarial_loss
 from gan_helpers.models import build_models
 from gan_helpers.training import (
     CheckpointError,

@@ -184,7 +184,6 @@ def run_notebook_in_lab(driver, lab, relative: str) -> dict:
 
     _wait(kernel_ready, 120, f"{relative} to open with an idle kernel")
     time.sleep(0.5)
-    n_cells = len(driver.execute_script(_STATE_JS)["prompts"])
     # Clear the saved outputs first, so every numbered prompt afterwards is from this run.
     _click_menu(driver, "Edit", "editmenu:clear-all")
     _wait(lambda: all(p in ("[ ]:", "") for p in driver.execute_script(_STATE_JS)["prompts"]), 30,
