@@ -3,7 +3,8 @@
     python bench/quality.py [--budgets 30 60 120 300] [--seed-max 120] [--n 5000]
 
 Trains the seed and course recipes of the FC GAN and of DCGAN on this machine's CPU,
-pauses the clock at each wall-clock budget to score the generator with
+pauses the clock at each wall-clock budget to score the recipe's sampler (G's weight
+average for the course recipe, G itself for the seed's) with
 ``gan_helpers.metrics`` (Fréchet distance in the shipped classifier's feature space,
 class entropy, share legible, classes missing, Inception-Score analogue), prints one
 table and saves a plot of the metrics against training time. Scoring time is not
@@ -38,7 +39,8 @@ def run(name: str, budgets: list[float], n: int, data) -> list[dict]:
         start = time.perf_counter()
         trainer.fit(seconds=budget - trained, progress=False)
         trained += time.perf_counter() - start
-        scores = score_generator(trainer.generator, n=n, seed=0)
+        # The recipe's sampler: G's weight average where the recipe keeps one, else G.
+        scores = score_generator(trainer.sampler, n=n, seed=0)
         rows.append({"recipe": name, "seconds": budget, "steps": trainer.step, **scores})
         print(f"  {name:12s} {budget:5.0f} s  {trainer.step:6d} steps  FD {scores['frechet_distance']:8.2f}"
               f"  entropy {scores['class_entropy']:.3f}  legible {scores['legible']:.0%}", flush=True)

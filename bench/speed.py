@@ -1,6 +1,6 @@
 """Training throughput: the seed's loop against the course loop, on the same FC models.
 
-    python bench/speed.py [--seconds 20] [--threads N]
+    python bench/speed.py [--seconds 5] [--rounds 5] [--threads N]
 
 Measures images per second through a full G and D step:
 
@@ -10,40 +10,63 @@ Measures images per second through a full G and D step:
 - course loop: ``GANTrainer`` with ``recipe="course"``: the data set as one tensor,
   batches by index, fused Adam, D frozen during G's backward.
 
+The machine's speed drifts (a shared 2-core VM here: the same loop has measured 6k and
+9k images/s minutes apart), so the loops take turns: each round runs every loop for
+``--seconds`` and the figures are medians over ``--rounds``, with the ratio taken
+within each round, where all loops saw the same machine.
+
 Then the course loop at batch 256 as a fraction of this machine's limit: the fp32
-matmul rate (GFLOP/s of a large square ``torch.mm``) divided by the FLOPs one image
-costs in a training step (counted with ``torch.utils.flop_counter.FlopCounterMode``).
-The last line is ``ratio: X.XX`` (course / seed images per second at batch 64).
+matmul rate (GFLOP/s of a large square ``torch.mm``, measured in every round) divided
+by the FLOPs one image costs in a training step (counted with
+``torch.utils.flop_counter.FlopCounterMode``). The last line is ``ratio: X.XX``
+(course / seed images per second at batch 64, median over rounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gan_helpers.data import load_images, seed_dataloader
+from gan_helpers.data import ImageSet, load_images, seed_dataloader
 from gan_helpers.losses import adversarial_loss
 from gan_helpers.models import build_models
 from gan_helpers.training import GANTrainer, TrainConfig
 
 
-def seed_loop(images, seconds: float, batch_size: int = 64) -> float:
-    """gan.py's training loop, transcribed; returns images per second."""
-    torch.manual_seed(0)
-    np.random.seed(0)
-    generator, discriminator = build_models("fc")
-    adversarial = adversarial_loss("bce")
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=0.0002, betas=(0.5, 0.999))
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=0.0002, betas=(0.5, 0.999))
-    Tensor = torch.FloatTensor
-    done = 0
-    start = time.perf_counter()
-    while True:
-        for imgs, _ in seed_dataloader(images, batch_size):
+class SeedLoop:
+    """gan.py's training loop, transcribed, run in slices of wall time."""
+
+    def __init__(self, images: ImageSet, batch_size: int = 64) -> None:
+        torch.manual_seed(0)
+        np.random.seed(0)
+        self.images, self.batch_size = images, batch_size
+        self.generator, self.discriminator = build_models("fc")
+        self.adversarial = adversarial_loss("bce")
+        betas = (0.5, 0.999)
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=0.0002, betas=betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=0.0002, betas=betas)
+        self.batches = iter(())
+
+    def _next_batch(self) -> torch.Tensor:
+        for imgs, _ in self.batches:
+            return imgs
+        self.batches = iter(seed_dataloader(self.images, self.batch_size))
+        return self._next_batch()
+
+    def run(self, seconds: float) -> float:
+        """Train for ``seconds``; returns images per second."""
+        generator, discriminator, adversarial = self.generator, self.discriminator, self.adversarial
+        optimizer_g, optimizer_d = self.optimizer_g, self.optimizer_d
+        Tensor = torch.FloatTensor
+        done = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            imgs = self._next_batch()
             valid = Tensor(imgs.size(0), 1).fill_(1.0)
             fake = Tensor(imgs.size(0), 1).fill_(0.0)
             real_imgs = imgs.type(Tensor)
@@ -61,31 +84,29 @@ def seed_loop(images, seconds: float, batch_size: int = 64) -> float:
             d_loss = (real_loss + fake_loss) / 2
             d_loss.backward()
             optimizer_d.step()
-
             done += imgs.shape[0]
-            if time.perf_counter() - start >= seconds:
-                return done / (time.perf_counter() - start)
+        return done / (time.perf_counter() - start)
 
 
-def course_loop(images, seconds: float, batch_size: int) -> float:
-    """GANTrainer's course recipe; returns images per second (after a warm-up)."""
-    # The seed's FC networks (no BatchNorm in G), so both loops train the same models.
-    config = TrainConfig.for_recipe("course", batch_size=batch_size, g_batchnorm=False)
-    trainer = GANTrainer(config, data=images)
-    trainer.fit(steps=20, progress=False)  # warm-up: first-call allocations
-    first = trainer.step
-    start = time.perf_counter()
-    trainer.fit(seconds=seconds, progress=False)
-    return (trainer.step - first) * batch_size / (time.perf_counter() - start)
+class CourseLoop:
+    """GANTrainer's course recipe on the seed's FC networks (no BatchNorm in G, so both
+    loops train the same models), run in slices of wall time."""
+
+    def __init__(self, images: ImageSet, batch_size: int) -> None:
+        config = TrainConfig.for_recipe("course", batch_size=batch_size, g_batchnorm=False)
+        self.trainer = GANTrainer(config, data=images, log=lambda _: None)
+        self.batch_size = batch_size
+
+    def run(self, seconds: float) -> float:
+        first = self.trainer.step
+        start = time.perf_counter()
+        self.trainer.fit(seconds=seconds, progress=False)
+        return (self.trainer.step - first) * self.batch_size / (time.perf_counter() - start)
 
 
-def flops_per_image(batch_size: int = 256) -> float:
+def flops_per_image(images: ImageSet, batch_size: int = 256) -> float:
     """FLOPs of one course training step divided by the batch size."""
-    trainer = GANTrainer(
-        TrainConfig.for_recipe("course", batch_size=batch_size, g_batchnorm=False),
-        data=load_images(),
-        log=lambda _: None,
-    )
+    trainer = CourseLoop(images, batch_size).trainer
     with FlopCounterMode(display=False) as counter:
         trainer.fit(steps=1, progress=False)
     return counter.get_total_flops() / batch_size
@@ -104,7 +125,8 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per loop per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (the figures are medians)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -112,20 +134,32 @@ def main() -> None:
     images = load_images()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: {len(images)} images")
 
-    seed = seed_loop(images, args.seconds)
-    print(f"seed loop,   batch  64: {seed:8.0f} images/s")
-    course = course_loop(images, args.seconds, 64)
-    print(f"course loop, batch  64: {course:8.0f} images/s")
-    course256 = course_loop(images, args.seconds, 256)
-    print(f"course loop, batch 256: {course256:8.0f} images/s")
+    loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),
+             "course 256": CourseLoop(images, 256)}
+    for loop in loops.values():
+        loop.run(1.0)  # warm-up: first-call allocations, caches
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    limits, ratios, shares = [], [], []
+    flops = flops_per_image(images, 256)
+    for round_ in range(1, args.rounds + 1):
+        for name, loop in loops.items():
+            rates[name].append(loop.run(args.seconds))
+        limits.append(matmul_gflops())
+        ratios.append(rates["course 64"][-1] / rates["seed 64"][-1])
+        shares.append(rates["course 256"][-1] * flops / 1e9 / limits[-1])
+        print(f"round {round_}: " + ", ".join(f"{n} {r[-1]:.0f}" for n, r in rates.items())
+              + f" images/s; matmul {limits[-1]:.0f} GFLOP/s; ratio {ratios[-1]:.2f}")
 
-    flops = flops_per_image(256)
-    limit = matmul_gflops()
-    achieved = course256 * flops / 1e9
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    print(f"seed loop,   batch  64: {median['seed 64']:8.0f} images/s (median of {args.rounds})")
+    print(f"course loop, batch  64: {median['course 64']:8.0f} images/s")
+    print(f"course loop, batch 256: {median['course 256']:8.0f} images/s")
     print(f"one image costs {flops / 1e6:.1f} MFLOP per training step (G step + D step)")
-    print(f"fp32 matmul limit: {limit:.0f} GFLOP/s; course batch 256 reaches "
-          f"{achieved:.0f} GFLOP/s = {achieved / limit:.0%} of it")
-    print(f"ratio: {course / seed:.2f}")
+    print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
+          f"{statistics.median(shares):.0%} of it (median over rounds; "
+          f"range {min(shares):.0%}-{max(shares):.0%})")
+    print(f"ratio range over rounds: {min(ratios):.2f}-{max(ratios):.2f}")
+    print(f"ratio: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

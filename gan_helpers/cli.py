@@ -37,6 +37,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -89,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--ema", type=float, default=None,
                        help="sample from a moving average of G's weights with this decay "
                        "(course: 0.999; 0 turns it off, as in the seed)")
+    hyper.add_argument("--decay-start", type=_nonnegative_int, default=None, metavar="STEP",
+                       help="step where the lr starts falling (with --decay-steps)")
+    hyper.add_argument("--decay-steps", type=_nonnegative_int, default=None, metavar="N",
+                       help="lr falls linearly to 0 over N steps from --decay-start "
+                       "(for long runs; default 0: the seed's constant lr)")
     hyper.add_argument("--width", type=_positive_int, default=None,
                        help="DCGAN channel multiplier, ngf = ndf (course: 32; pytorch/examples: 64)")
     hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
@@ -198,7 +210,8 @@ def _run_train(args) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}"
             for name in ("model", "dataset", "recipe", "batch_size", "lr", "b1", "b2",
-                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "seed")
+                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "seed",
+                         "decay_start", "decay_steps")
             if getattr(args, name) is not None
         ]
         if conflicting:

@@ -59,6 +59,8 @@ class TrainConfig:
     g_batchnorm: bool = True
     width: int = 32
     ema: float = 0.999
+    decay_start: int = 0
+    decay_steps: int = 0
     seed: int = 0
     sample_interval: int = 400
     n_samples: int = 64
@@ -76,6 +78,10 @@ class TrainConfig:
         step-to-step wobble of the adversarial game. For DCGAN the course uses the
         DCGAN paper's batch 64 and lr 0.0002, with width 32 (a third of the CPU time
         of pytorch/examples' 64).
+
+        ``decay_steps`` > 0 lets both learning rates fall linearly from ``lr`` at step
+        ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's schedule,
+        for long runs); 0, the default of both recipes, keeps the seed's constant lr.
         """
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
@@ -94,6 +100,9 @@ class TrainConfig:
         for name in ("batch_size", "latent_dim", "sample_interval", "n_samples", "width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("decay_start", "decay_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
         if not self.lr > 0:
@@ -291,6 +300,14 @@ class GANTrainer:
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
 
+    def learning_rate(self, step: int) -> float:
+        """Both networks' lr for training step ``step`` (0-based): ``config.lr``, falling
+        linearly to 0 over ``decay_steps`` from ``decay_start`` when decay is on."""
+        c = self.config
+        if c.decay_steps == 0 or step < c.decay_start:
+            return c.lr
+        return c.lr * max(0.0, 1.0 - (step - c.decay_start) / c.decay_steps)
+
     def fit(
         self,
         epochs: float | None = None,
@@ -332,6 +349,10 @@ class GANTrainer:
                         (real.shape[0],) + z_shape[1:], generator=self.noise_rng,
                         device=self.device,
                     )
+                    if self.config.decay_steps:
+                        lr = self.learning_rate(self.step)
+                        for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+                            group["lr"] = lr
                     try:
                         stats = train_step(
                             self.generator, self.discriminator, self.opt_g, self.opt_d,

@@ -123,9 +123,12 @@ def params(trainer):
             + list(trainer.sampler.state_dict().values())]
 
 
-@pytest.mark.parametrize("model,recipe", [("fc", "course"), ("dcgan", "course"), ("fc", "seed")])
-def test_resume_is_bit_exact(tmp_path, mnist_small, model, recipe):
-    cfg = small(model, recipe=recipe, batch_size=48)  # 512 / 48: resume crosses an epoch edge
+@pytest.mark.parametrize("model,recipe,decay", [
+    ("fc", "course", 0), ("dcgan", "course", 0), ("fc", "seed", 0), ("fc", "course", 10),
+])
+def test_resume_is_bit_exact(tmp_path, mnist_small, model, recipe, decay):
+    # 512 / 48: resume crosses an epoch edge; with decay, the lr falls from step 3 on.
+    cfg = small(model, recipe=recipe, batch_size=48, decay_start=3 if decay else 0, decay_steps=decay)
     straight = GANTrainer(cfg, data=mnist_small).fit(steps=14, progress=False)
 
     first = GANTrainer(cfg, data=mnist_small, out_dir=tmp_path).fit(steps=6, progress=False)
@@ -281,7 +284,28 @@ def test_ema_sampler(mnist_small, tmp_path):
     assert TrainConfig.for_recipe("seed").ema == 0.0
 
 
+def test_linear_lr_decay(mnist_small):
+    t = GANTrainer(small(lr=0.001, decay_start=4, decay_steps=8), data=mnist_small)
+    assert [t.learning_rate(s) for s in (0, 4, 6, 12, 50)] == pytest.approx(
+        [0.001, 0.001, 0.00075, 0.0, 0.0])
+    seen = []
+    t.fit(steps=13, progress=False, hooks=[lambda e: seen.append(
+        (e.step, e.trainer.opt_g.param_groups[0]["lr"], e.trainer.opt_d.param_groups[0]["lr"]))])
+    # The hook runs after step k (1-based), which trained with learning_rate(k - 1).
+    for step, lr_g, lr_d in seen[:-1]:
+        assert lr_g == lr_d == pytest.approx(t.learning_rate(step - 1))
+    assert seen[-2][1] == 0.0
+    # With lr 0 from step 12 on, the last step leaves both networks where they were.
+    before = [p.clone() for p in t.generator.parameters()]
+    t.fit(steps=14, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, t.generator.parameters()))
+    constant = GANTrainer(small(lr=0.001), data=mnist_small)
+    assert constant.learning_rate(10**6) == 0.001
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="decay_steps must be 0 or more"):
+        TrainConfig.for_recipe("course", decay_steps=-1)
     with pytest.raises(ValueError, match="lr must be positive"):
         TrainConfig.for_recipe("course", lr=0)
     with pytest.raises(ValueError, match="unknown recipe"):
