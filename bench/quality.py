@@ -1,6 +1,8 @@
 """Time to digits: sample quality of each recipe after 30, 60, 120 and 300 s of training.
 
     python bench/quality.py [--budgets 30 60 120 300] [--seed-max 120] [--n 5000]
+    python bench/quality.py --recipes "course FC" --budgets 120 --raw \
+        --variants lr=0.0003 batch_size=64 batch_size=256,lr=0.001 ema=0
 
 Trains the seed and course recipes of the FC GAN and of DCGAN on this machine's CPU,
 pauses the clock at each wall-clock budget to score the recipe's sampler (G's weight
@@ -9,12 +11,17 @@ average for the course recipe, G itself for the seed's) with
 class entropy, share legible, classes missing, Inception-Score analogue), prints one
 table and saves a plot of the metrics against training time. Scoring time is not
 counted in the budgets. Nothing is cached: every run trains from scratch.
+
+``--variants`` adds runs of the course FC recipe with changed options (``KEY=VALUE``
+pairs of ``TrainConfig``, comma-separated), the way the course defaults were chosen;
+``--raw`` also scores G itself where a recipe samples from G's weight average.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -31,19 +38,38 @@ RECIPES = {
 }
 
 
-def run(name: str, budgets: list[float], n: int, data) -> list[dict]:
-    config = TrainConfig.for_recipe(**RECIPES[name])
-    trainer = GANTrainer(config, data=data, log=lambda _: None)
+def parse_variant(text: str) -> dict:
+    """``"batch_size=256,lr=0.001"`` -> {"batch_size": 256, "lr": 0.001}, typed by TrainConfig."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    options = {}
+    for pair in text.split(","):
+        key, _, value = pair.partition("=")
+        if key not in types or not value:
+            raise SystemExit(f"bad variant {text!r}: use KEY=VALUE with KEY one of {', '.join(types)}")
+        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true")}.get(
+            str(types[key]), str)
+        options[key] = kind(value)
+    return options
+
+
+def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool) -> list[dict]:
+    trainer = GANTrainer(TrainConfig.for_recipe(**options), data=data, log=lambda _: None)
+    samplers = [(name, lambda: trainer.sampler)]
+    if raw and trainer.ema_generator is not None:
+        samplers.append((f"{name} (G)", lambda: trainer.generator))
     rows, trained = [], 0.0
     for budget in budgets:
         start = time.perf_counter()
         trainer.fit(seconds=budget - trained, progress=False)
         trained += time.perf_counter() - start
-        # The recipe's sampler: G's weight average where the recipe keeps one, else G.
-        scores = score_generator(trainer.sampler, n=n, seed=0)
-        rows.append({"recipe": name, "seconds": budget, "steps": trainer.step, **scores})
-        print(f"  {name:12s} {budget:5.0f} s  {trainer.step:6d} steps  FD {scores['frechet_distance']:8.2f}"
-              f"  entropy {scores['class_entropy']:.3f}  legible {scores['legible']:.0%}", flush=True)
+        # The recipe's sampler (G's weight average where the recipe keeps one, else G);
+        # with --raw, G itself as well.
+        for label, sampler in samplers:
+            scores = score_generator(sampler(), n=n, seed=0)
+            rows.append({"recipe": label, "seconds": budget, "steps": trainer.step, **scores})
+            print(f"  {label:22s} {budget:5.0f} s  {trainer.step:6d} steps  "
+                  f"FD {scores['frechet_distance']:8.2f}  entropy {scores['class_entropy']:.3f}  "
+                  f"legible {scores['legible']:.0%}", flush=True)
     return rows
 
 
@@ -51,7 +77,7 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
     from gan_helpers.plots import new_figure
 
     fig, axes = new_figure(3, (13, 3.6))
-    for name in RECIPES:
+    for name in dict.fromkeys(r["recipe"] for r in rows):
         mine = [r for r in rows if r["recipe"] == name]
         if not mine:
             continue
@@ -80,6 +106,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120, 300])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--variants", nargs="+", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="extra runs of the course FC recipe with these options changed")
+    parser.add_argument("--raw", action="store_true",
+                        help="also score G itself where the recipe samples from its average")
     parser.add_argument("--n", type=int, default=5000, help="samples scored per point")
     parser.add_argument("--seed-max", type=float, default=None,
                         help="stop the seed recipes at this budget (saves time; default: all)")
@@ -90,18 +120,22 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {data.source}")
     floor = real_floor(n=args.n)
     print(f"real vs real Fréchet distance ({args.n} vs {args.n}): {floor:.2f}")
+    runs = {name: RECIPES[name] for name in args.recipes}
+    for text in args.variants:
+        runs[f"course FC {text}"] = {**RECIPES["course FC"], **parse_variant(text)}
     rows = []
-    for name in args.recipes:
+    for name, options in runs.items():
         budgets = sorted(args.budgets)
         if name.startswith("seed") and args.seed_max:
             budgets = [b for b in budgets if b <= args.seed_max]
-        rows += run(name, budgets, args.n, data)
+        rows += run(name, options, budgets, args.n, data, args.raw)
 
     print()
-    print(f"{'recipe':12s} {'seconds':>7s} {'steps':>6s} {'FD':>8s} {'entropy':>7s} {'legible':>7s} "
+    width = max(12, *(len(r["recipe"]) for r in rows))
+    print(f"{'recipe':{width}s} {'seconds':>7s} {'steps':>6s} {'FD':>8s} {'entropy':>7s} {'legible':>7s} "
           f"{'IS':>5s}  missing")
     for r in rows:
-        print(f"{r['recipe']:12s} {r['seconds']:7.0f} {r['steps']:6d} {r['frechet_distance']:8.2f} "
+        print(f"{r['recipe']:{width}s} {r['seconds']:7.0f} {r['steps']:6d} {r['frechet_distance']:8.2f} "
               f"{r['class_entropy']:7.3f} {r['legible']:7.1%} {r['inception_score']:5.2f}  "
               f"{','.join(map(str, r['classes_missing'])) or '-'}")
     args.plot.parent.mkdir(parents=True, exist_ok=True)

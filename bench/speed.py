@@ -104,6 +104,22 @@ class CourseLoop:
         return (self.trainer.step - first) * self.batch_size / (time.perf_counter() - start)
 
 
+def time_shares(loop: CourseLoop, steps: int = 100) -> dict[str, float]:
+    """Where a course step's CPU time goes, from ``torch.profiler`` (self time per op):
+    shares for matrix products, Adam, and everything else."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loop.trainer.fit(steps=loop.trainer.step + steps, progress=False)
+    groups = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
+              "Adam": ("aten::_fused_adam_",)}
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(self_us.values())
+    shares = {g: sum(self_us.get(k, 0.0) for k in keys) / total for g, keys in groups.items()}
+    shares["everything else"] = 1.0 - sum(shares.values())
+    return shares
+
+
 def flops_per_image(images: ImageSet, batch_size: int = 256) -> float:
     """FLOPs of one course training step divided by the batch size."""
     trainer = CourseLoop(images, batch_size).trainer
@@ -158,6 +174,10 @@ def main() -> None:
     print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
           f"{statistics.median(shares):.0%} of it (median over rounds; "
           f"range {min(shares):.0%}-{max(shares):.0%})")
+    shares = time_shares(loops["course 64"])
+    print("course loop, batch 64, CPU time: " + ", ".join(f"{g} {v:.0%}" for g, v in shares.items()))
+    ceiling = statistics.median(ratios) / shares["matrix products"]
+    print(f"if only its matrix products took time, the course loop would reach {ceiling:.1f}x the seed loop")
     print(f"ratio range over rounds: {min(ratios):.2f}-{max(ratios):.2f}")
     print(f"ratio: {statistics.median(ratios):.2f}")
 
