@@ -296,9 +296,11 @@ def test_linear_lr_decay(mnist_small):
         assert lr_g == lr_d == pytest.approx(t.learning_rate(step - 1))
     assert seen[-2][1] == 0.0
     # With lr 0 from step 12 on, the last step leaves both networks where they were.
-    before = [p.clone() for p in t.generator.parameters()]
+    weights = lambda: [*t.generator.parameters(), *t.discriminator.parameters()]  # noqa: E731
+    before = [p.clone() for p in weights()]
     t.fit(steps=14, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(before, t.generator.parameters()))
+    assert t.step == 14
+    assert all(torch.equal(a, b) for a, b in zip(before, weights()))
     constant = GANTrainer(small(lr=0.001), data=mnist_small)
     assert constant.learning_rate(10**6) == 0.001
 
