@@ -54,9 +54,9 @@ def parse_variant(text: str) -> dict:
 
 def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool) -> list[dict]:
     trainer = GANTrainer(TrainConfig.for_recipe(**options), data=data, log=lambda _: None)
-    samplers = [(name, lambda: trainer.sampler)]
+    samplers = [(name, trainer.sampler)]
     if raw and trainer.ema_generator is not None:
-        samplers.append((f"{name} (G)", lambda: trainer.generator))
+        samplers.append((f"{name} (G)", trainer.generator))
     rows, trained = [], 0.0
     for budget in budgets:
         start = time.perf_counter()
@@ -65,7 +65,7 @@ def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool)
         # The recipe's sampler (G's weight average where the recipe keeps one, else G);
         # with --raw, G itself as well.
         for label, sampler in samplers:
-            scores = score_generator(sampler(), n=n, seed=0)
+            scores = score_generator(sampler, n=n, seed=0)
             rows.append({"recipe": label, "seconds": budget, "steps": trainer.step, **scores})
             print(f"  {label:22s} {budget:5.0f} s  {trainer.step:6d} steps  "
                   f"FD {scores['frechet_distance']:8.2f}  entropy {scores['class_entropy']:.3f}  "
