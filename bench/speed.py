@@ -8,7 +8,8 @@ Measures images per second through a full G and D step:
   transforms, noise from ``np.random.normal``, label tensors built each step, Adam with
   PyTorch's default implementation, D's weight gradients computed in the G step.
 - course loop: ``GANTrainer`` with ``recipe="course"``: the data set as one tensor,
-  batches by index, fused Adam, D frozen during G's backward.
+  batches by index, fused Adam, D frozen during G's backward. Timed without the
+  course's augmentation of D's inputs (the seed has none), and once more with it.
 
 The machine's speed drifts (a shared 2-core VM here: the same loop has measured 6k and
 9k images/s minutes apart), so the loops take turns: each round runs every loop for
@@ -90,10 +91,14 @@ class SeedLoop:
 
 class CourseLoop:
     """GANTrainer's course recipe on the seed's FC networks (no BatchNorm in G, so both
-    loops train the same models), run in slices of wall time."""
+    loops train the same models), run in slices of wall time. ``augment`` 0 (the
+    default here) leaves out the course's augmentation of D's inputs, work the seed's
+    step does not do; the bench times it separately."""
 
-    def __init__(self, images: ImageSet, batch_size: int) -> None:
-        config = TrainConfig.for_recipe("course", batch_size=batch_size, g_batchnorm=False)
+    def __init__(self, images: ImageSet, batch_size: int, augment: int = 0) -> None:
+        config = TrainConfig.for_recipe(
+            "course", batch_size=batch_size, g_batchnorm=False, augment=augment
+        )
         self.trainer = GANTrainer(config, data=images, log=lambda _: None)
         self.batch_size = batch_size
 
@@ -151,7 +156,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: {len(images)} images")
 
     loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),
-             "course 256": CourseLoop(images, 256)}
+             "course 256": CourseLoop(images, 256), "course 64 +aug": CourseLoop(images, 64, 2)}
     for loop in loops.values():
         loop.run(1.0)  # warm-up: first-call allocations, caches
     rates: dict[str, list[float]] = {name: [] for name in loops}
@@ -170,6 +175,8 @@ def main() -> None:
     print(f"seed loop,   batch  64: {median['seed 64']:8.0f} images/s (median of {args.rounds})")
     print(f"course loop, batch  64: {median['course 64']:8.0f} images/s")
     print(f"course loop, batch 256: {median['course 256']:8.0f} images/s")
+    print(f"course loop, batch  64, with its augmentation of D's inputs (2 px): "
+          f"{median['course 64 +aug']:.0f} images/s")
     print(f"one image costs {flops / 1e6:.1f} MFLOP per training step (G step + D step)")
     print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
           f"{statistics.median(shares):.0%} of it (median over rounds; "

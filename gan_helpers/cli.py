@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--ema", type=float, default=None,
                        help="sample from a moving average of G's weights with this decay "
                        "(course: 0.999; 0 turns it off, as in the seed)")
+    hyper.add_argument("--augment", type=_nonnegative_int, default=None, metavar="PIXELS",
+                       help="D sees real and fake images moved by up to PIXELS pixels "
+                       "(DiffAugment translation; course: 2; 0 turns it off, as in the seed)")
     hyper.add_argument("--decay-start", type=_nonnegative_int, default=None, metavar="STEP",
                        help="step where the lr starts falling (with --decay-steps)")
     hyper.add_argument("--decay-steps", type=_nonnegative_int, default=None, metavar="N",
@@ -210,8 +213,8 @@ def _run_train(args) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}"
             for name in ("model", "dataset", "recipe", "batch_size", "lr", "b1", "b2",
-                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "seed",
-                         "decay_start", "decay_steps")
+                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "augment",
+                         "seed", "decay_start", "decay_steps")
             if getattr(args, name) is not None
         ]
         if conflicting:

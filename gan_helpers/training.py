@@ -19,12 +19,14 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
+from .augment import translate
 from .data import ImageSet, SeedLoaderBatches, ShuffledBatches, load_images
 from .losses import adversarial_loss, discriminator_loss, generator_loss, uses_logits
 from .models import LATENT_DIM, build_models
@@ -33,7 +35,8 @@ RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
 CHECKPOINT_VERSION = 1
 SEED_EPOCHS = 300  # the seed's run length (its gan.py defaults to 200)
-SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "b1": 0.5, "b2": 0.999, "g_batchnorm": False, "ema": 0.0}
+SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "b1": 0.5, "b2": 0.999, "g_batchnorm": False, "ema": 0.0,
+               "augment": 0}
 COURSE_DCGAN = {"batch_size": 64, "lr": 0.0002}
 
 
@@ -59,6 +62,7 @@ class TrainConfig:
     g_batchnorm: bool = True
     width: int = 32
     ema: float = 0.999
+    augment: int = 2
     decay_start: int = 0
     decay_steps: int = 0
     seed: int = 0
@@ -71,11 +75,13 @@ class TrainConfig:
 
         "seed" is gan.py as written: batch 64, lr 0.0002, betas (0.5, 0.999), BCE on
         a sigmoid, no BatchNorm in the FC generator, DataLoader with transforms.
-        "course" keeps the seed's networks, loss and step and changes three training
+        "course" keeps the seed's networks, loss and step and changes training
         choices, picked from short CPU runs (README, "Course recipe"): BatchNorm in
-        G's hidden layers, batch 128 and lr 0.0005; and it samples from an exponential
-        moving average of G's weights (``ema``, 0.999), which smooths out the
-        step-to-step wobble of the adversarial game. For DCGAN the course uses the
+        G's hidden layers, batch 128 and lr 0.0005; D sees every image, real and fake,
+        moved by up to ``augment`` (2) pixels (``gan_helpers.augment``: it keeps D from
+        learning the 10,000 shipped digits by heart); and it samples from an
+        exponential moving average of G's weights (``ema``, 0.999), which smooths out
+        the step-to-step wobble of the adversarial game. For DCGAN the course uses the
         DCGAN paper's batch 64 and lr 0.0002, with width 32 (a third of the CPU time
         of pytorch/examples' 64).
 
@@ -100,6 +106,10 @@ class TrainConfig:
         for name in ("batch_size", "latent_dim", "sample_interval", "n_samples", "width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.augment <= 7:
+            raise ValueError(
+                f"augment is the largest shift in pixels, 0 (off) to 7, got {self.augment}"
+            )
         for name in ("decay_start", "decay_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
@@ -114,6 +124,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        # Checkpoints from before ``augment`` existed trained without it.
+        values = {"augment": 0, **values}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -142,12 +154,17 @@ def train_step(
     criterion: nn.Module,
     real: torch.Tensor,
     z: torch.Tensor,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StepStats:
     """One step of the seed's loop: train G, then D, never both at once.
 
     real: (B, 1, 28, 28) in [-1, 1]; z: (B, latent_dim) ~ N(0, 1), one vector per real
-    image. Returns the step's losses and mean D outputs as probabilities.
+    image. ``augment``, if given, maps a batch of images to a transformed batch of the
+    same shape; D then sees only transformed images, real and fake, in both steps
+    (``gan_helpers.augment``). Returns the step's losses and mean D outputs as
+    probabilities.
     """
+    seen_by_d = augment if augment is not None else _unchanged
     # ---- Generator: make D call the fakes valid (label 1). ----
     opt_g.zero_grad(set_to_none=True)
     fake = generator(z)
@@ -156,7 +173,7 @@ def train_step(
     # to G, and D's weights are untouched by this step either way.
     discriminator.requires_grad_(False)
     try:
-        g_loss = generator_loss(criterion, discriminator(fake))
+        g_loss = generator_loss(criterion, discriminator(seen_by_d(fake)))
         g_loss.backward()
     finally:
         discriminator.requires_grad_(True)
@@ -166,14 +183,13 @@ def train_step(
     opt_d.zero_grad(set_to_none=True)
     if _has_batchnorm(discriminator):
         # BatchNorm normalises over the batch, so real and fake must pass separately.
-        d_on_real = discriminator(real)
-        d_on_fake = discriminator(fake.detach())
+        d_on_real = discriminator(seen_by_d(real))
+        d_on_fake = discriminator(seen_by_d(fake.detach()))
     else:
         # Without BatchNorm one pass over both halves is the same maths as two passes
         # (each image is scored alone) and runs as larger, faster matrix products.
-        d_on_real, d_on_fake = discriminator(torch.cat([real, fake.detach()])).split(
-            [real.shape[0], fake.shape[0]]
-        )
+        both = seen_by_d(torch.cat([real, fake.detach()]))
+        d_on_real, d_on_fake = discriminator(both).split([real.shape[0], fake.shape[0]])
     d_loss = discriminator_loss(criterion, d_on_real, d_on_fake)
     d_loss.backward()
     opt_d.step()
@@ -193,6 +209,10 @@ def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Adam:
         module.parameters(), lr=config.lr, betas=(config.b1, config.b2),
         fused=config.recipe == "course" or None,
     )
+
+
+def _unchanged(images: torch.Tensor) -> torch.Tensor:
+    return images
 
 
 def _has_batchnorm(module: nn.Module) -> bool:
@@ -274,6 +294,11 @@ class GANTrainer:
         self.opt_g = make_optimizer(self.generator, config)
         self.opt_d = make_optimizer(self.discriminator, config)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.augment_rng = torch.Generator(self.device).manual_seed(config.seed + 3)
+        self.augment = (
+            partial(translate, max_shift=config.augment, generator=self.augment_rng)
+            if config.augment else None
+        )
         self.fixed_noise = torch.randn(
             config.n_samples, config.latent_dim,
             generator=torch.Generator().manual_seed(config.seed + 2),
@@ -356,7 +381,7 @@ class GANTrainer:
                     try:
                         stats = train_step(
                             self.generator, self.discriminator, self.opt_g, self.opt_d,
-                            self.criterion, real, z,
+                            self.criterion, real, z, self.augment,
                         )
                     except RuntimeError as err:
                         # BCELoss refuses NaN probabilities before we could see the loss.
@@ -518,6 +543,7 @@ class GANTrainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "noise_rng": self.noise_rng.get_state(),
+            "augment_rng": self.augment_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "fixed_noise": self.fixed_noise.cpu(),
             "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
@@ -543,6 +569,8 @@ class GANTrainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.noise_rng.set_state(state["noise_rng"])
+        if "augment_rng" in state:
+            self.augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.fixed_noise = state["fixed_noise"].to(self.device)
         self.step = int(state["step"])

@@ -71,6 +71,8 @@ def test_bad_option_is_one_line(argv, message, capsys):
     [
         (["sample", "--checkpoint", "nope.pt", "--out", "a.png"], "checkpoint nope.pt does not exist"),
         (["train", "--b1", "2", "--max-steps", "1"], "b1 must be in [0, 1), got 2.0"),
+        (["train", "--augment", "9", "--max-steps", "1"],
+         "augment is the largest shift in pixels, 0 (off) to 7, got 9"),
     ],
 )
 def test_bad_values_are_one_line_errors(argv, message, capsys):
@@ -95,7 +97,7 @@ def test_help_is_complete(capsys):
     text = capsys.readouterr().out
     for option in ("--model", "--dataset", "--epochs", "--max-seconds", "--batch-size", "--lr", "--b1",
                    "--b2", "--latent-dim", "--loss", "--sample-interval", "--seed", "--out", "--resume",
-                   "--recipe"):
+                   "--recipe", "--augment", "--ema", "--decay-start", "--decay-steps"):
         assert option in text
 
 
