@@ -1,8 +1,8 @@
 """Time to digits: sample quality of each recipe after 30, 60, 120 and 300 s of training.
 
     python bench/quality.py [--budgets 30 60 120 300] [--seed-max 120] [--n 5000]
-    python bench/quality.py --recipes "course FC" --budgets 120 --raw \
-        --variants lr=0.0003 batch_size=64 batch_size=256,lr=0.001 ema=0
+    python bench/quality.py --recipes --budgets 120 300 \
+        --variants augment=0 model=dcgan,lr=0.0002 model=dcgan,augment=2
 
 Trains the seed and course recipes of the FC GAN and of DCGAN on this machine's CPU,
 pauses the clock at each wall-clock budget to score the recipe's sampler (G's weight
@@ -12,8 +12,9 @@ class entropy, share legible, classes missing, Inception-Score analogue), prints
 table and saves a plot of the metrics against training time. Scoring time is not
 counted in the budgets. Nothing is cached: every run trains from scratch.
 
-``--variants`` adds runs of the course FC recipe with changed options (``KEY=VALUE``
-pairs of ``TrainConfig``, comma-separated), the way the course defaults were chosen;
+``--variants`` adds runs of the course FC recipe (of course DCGAN when the pairs include
+``model=dcgan``) with changed options (``KEY=VALUE`` pairs of ``TrainConfig``,
+comma-separated), the way the course defaults were chosen;
 ``--raw`` also scores G itself where a recipe samples from G's weight average.
 """
 
@@ -105,9 +106,11 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120, 300])
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES),
+                        help="recipes to run (none: only the --variants)")
     parser.add_argument("--variants", nargs="+", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
-                        help="extra runs of the course FC recipe with these options changed")
+                        help="extra runs of the course FC recipe (course DCGAN with "
+                        "model=dcgan) with these options changed")
     parser.add_argument("--raw", action="store_true",
                         help="also score G itself where the recipe samples from its average")
     parser.add_argument("--n", type=int, default=5000, help="samples scored per point")
@@ -122,7 +125,10 @@ def main() -> None:
     print(f"real vs real Fréchet distance ({args.n} vs {args.n}): {floor:.2f}")
     runs = {name: RECIPES[name] for name in args.recipes}
     for text in args.variants:
-        runs[f"course FC {text}"] = {**RECIPES["course FC"], **parse_variant(text)}
+        options = parse_variant(text)
+        base = "course DCGAN" if options.get("model") == "dcgan" else "course FC"
+        label = ",".join(p for p in text.split(",") if not p.startswith("model="))
+        runs[f"{base} {label}"] = {**RECIPES[base], **options}
     rows = []
     for name, options in runs.items():
         budgets = sorted(args.budgets)

@@ -1,10 +1,11 @@
 """gan_helpers: the shared package of the GAN course.
 
 One module per concept: ``data`` (MNIST from IDX files), ``models`` (the seed's FC GAN
-and a DCGAN), ``losses`` (BCE / BCE-with-logits), ``training`` (the seed's step, the
-trainer, checkpoints, pretrained generators), ``live`` (notebook dashboards), ``plots``
-(static figures), ``metrics`` (sample quality), ``checks`` and ``assignments``
-(exercises, release, grading), ``cli`` (``python -m gan_helpers``).
+and a DCGAN), ``losses`` (BCE / BCE-with-logits), ``augment`` (random shifts of what D
+sees), ``training`` (the seed's step, the trainer, checkpoints, pretrained generators),
+``live`` (notebook dashboards), ``plots`` (static figures), ``metrics`` (sample
+quality), ``checks`` and ``assignments`` (exercises, release, grading), ``cli``
+(``python -m gan_helpers``).
 """
 
 from .data import ImageSet, load_images
