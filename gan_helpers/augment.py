@@ -57,8 +57,9 @@ def translate(
         return images
     n, channels, size, _ = images.shape
     table = _shift_table(max_shift, size).to(images.device)
-    choice = torch.randint(len(table), (n,), generator=generator, device=generator.device
-                           if generator is not None else images.device)
+    # Drawn on the generator's device, so the same seed gives the same shifts anywhere.
+    rng_device = generator.device if generator is not None else images.device
+    choice = torch.randint(len(table), (n,), generator=generator, device=rng_device)
     padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)
     flat = padded.reshape(n, channels, -1)
     index = table[choice.to(images.device)].unsqueeze(1).expand(n, channels, size * size)

@@ -76,7 +76,7 @@ class TrainConfig:
         "seed" is gan.py as written: batch 64, lr 0.0002, betas (0.5, 0.999), BCE on
         a sigmoid, no BatchNorm in the FC generator, DataLoader with transforms.
         "course" keeps the seed's networks, loss and step and changes training
-        choices, picked from short CPU runs (README, "Course recipe"): BatchNorm in
+        choices, picked from short CPU runs (README, "Recipes"): BatchNorm in
         G's hidden layers, batch 128 and lr 0.0005; D sees every image, real and fake,
         moved by up to ``augment`` (2) pixels (``gan_helpers.augment``: it keeps D from
         learning the 10,000 shipped digits by heart); and it samples from an
