@@ -57,7 +57,7 @@ def translate(
         return images
     n, channels, size, _ = images.shape
     table = _shift_table(max_shift, size).to(images.device)
-    # Drawn on the generator's device, so the same seed gives the same shifts anywhere.
+    # torch.randint must draw on its generator's own device.
     rng_device = generator.device if generator is not None else images.device
     choice = torch.randint(len(table), (n,), generator=generator, device=rng_device)
     padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)
