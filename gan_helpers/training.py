@@ -346,8 +346,9 @@ class GANTrainer:
         """Train until ``epochs`` (total, counted from step 0), ``steps`` (total) or
         ``seconds`` (of this call), whichever comes first; at least one must be given.
 
-        Calls each hook every ``hook_every`` steps and once more at the end
-        (``event.final``). Ctrl-C or a kernel interrupt stops after the current step,
+        With lr decay on, training also stops where the lr reaches 0
+        (``decay_start + decay_steps``). Calls each hook every ``hook_every`` steps and
+        once more at the end (``event.final``). Ctrl-C or a kernel interrupt stops after the current step,
         saves a checkpoint and returns with ``self.interrupted`` set; call ``fit``
         again to continue. Raises TrainingDiverged on a NaN or infinite loss.
         """
@@ -358,6 +359,11 @@ class GANTrainer:
             target = min(target, round(epochs * self.steps_per_epoch))
         if steps is not None:
             target = min(target, steps)
+        # Past the end of the decay the lr is 0 and a step changes no weight: stop there.
+        lr_zero_at = self.config.decay_start + self.config.decay_steps
+        stops_at_zero_lr = self.config.decay_steps > 0 and target > lr_zero_at
+        if stops_at_zero_lr:
+            target = lr_zero_at
         deadline = time.monotonic() + seconds if seconds is not None else math.inf
         hooks = list(hooks)
         self.interrupted = False
@@ -415,6 +421,9 @@ class GANTrainer:
             restore_sigint()
             if bar is not None:
                 bar.close()
+        if stops_at_zero_lr and self.step == lr_zero_at:
+            self.log(f"Stopped at step {lr_zero_at}: the learning rate decays to 0 there "
+                     "(decay_start + decay_steps), so later steps would change nothing.")
         self._finish(hooks)
         return self
 
