@@ -62,7 +62,9 @@ def translate(
     choice = torch.randint(len(table), (n,), generator=generator, device=rng_device)
     padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)
     flat = padded.reshape(n, channels, -1)
-    index = table[choice.to(images.device)].unsqueeze(1).expand(n, channels, size * size)
+    # index_select rather than table[choice]: the same rows, several times faster.
+    rows = table.index_select(0, choice.to(images.device))
+    index = rows.unsqueeze(1).expand(n, channels, size * size)
     return flat.gather(2, index).view(n, channels, size, size)
 
 
