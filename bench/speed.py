@@ -10,6 +10,8 @@ Measures images per second through a full G and D step:
 - course loop: ``GANTrainer`` with ``recipe="course"``: the data set as one tensor,
   batches by index, fused Adam, D frozen during G's backward. Timed without the
   course's augmentation of D's inputs (the seed has none), and once more with it.
+- course DCGAN at batch 64, in the channels-last memory format the trainer uses on the
+  CPU and in PyTorch's default layout, to show what the format is worth.
 
 The machine's speed drifts (a shared 2-core VM here: the same loop has measured 6k and
 9k images/s minutes apart), so the loops take turns: each round runs every loop for
@@ -93,13 +95,23 @@ class CourseLoop:
     """GANTrainer's course recipe on the seed's FC networks (no BatchNorm in G, so both
     loops train the same models), run in slices of wall time. ``augment`` 0 (the
     default here) leaves out the course's augmentation of D's inputs, work the seed's
-    step does not do; the bench times it separately."""
+    step does not do; the bench times it separately. ``model="dcgan"`` times the course
+    DCGAN recipe instead, in the channels-last memory format the trainer uses on the
+    CPU or, with ``channels_last=False``, in PyTorch's default layout."""
 
-    def __init__(self, images: ImageSet, batch_size: int, augment: int = 0) -> None:
-        config = TrainConfig.for_recipe(
-            "course", batch_size=batch_size, g_batchnorm=False, augment=augment
-        )
+    def __init__(self, images: ImageSet, batch_size: int, augment: int = 0,
+                 model: str = "fc", channels_last: bool = True) -> None:
+        if model == "fc":
+            config = TrainConfig.for_recipe(
+                "course", batch_size=batch_size, g_batchnorm=False, augment=augment
+            )
+        else:
+            config = TrainConfig.for_recipe("course", model=model, batch_size=batch_size)
         self.trainer = GANTrainer(config, data=images, log=lambda _: None)
+        if not channels_last:
+            t = self.trainer
+            for net in (t.generator, t.discriminator, t.ema_generator):
+                net.to(memory_format=torch.contiguous_format)
         self.batch_size = batch_size
 
     def run(self, seconds: float) -> float:
@@ -156,7 +168,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: {len(images)} images")
 
     loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),
-             "course 256": CourseLoop(images, 256), "course 64 +aug": CourseLoop(images, 64, 2)}
+             "course 256": CourseLoop(images, 256), "course 64 +aug": CourseLoop(images, 64, 2),
+             "DCGAN 64": CourseLoop(images, 64, model="dcgan"),
+             "DCGAN 64 NCHW": CourseLoop(images, 64, model="dcgan", channels_last=False)}
     for loop in loops.values():
         loop.run(1.0)  # warm-up: first-call allocations, caches
     rates: dict[str, list[float]] = {name: [] for name in loops}
@@ -177,6 +191,11 @@ def main() -> None:
     print(f"course loop, batch 256: {median['course 256']:8.0f} images/s")
     print(f"course loop, batch  64, with its augmentation of D's inputs (2 px): "
           f"{median['course 64 +aug']:.0f} images/s")
+    layout = [a / b for a, b in zip(rates["DCGAN 64"], rates["DCGAN 64 NCHW"])]
+    print(f"course DCGAN, batch 64: {median['DCGAN 64']:.0f} images/s channels-last (as trained), "
+          f"{median['DCGAN 64 NCHW']:.0f} images/s in the default layout (NCHW); channels-last / "
+          f"NCHW within a round: median {statistics.median(layout):.2f}, "
+          f"range {min(layout):.2f}-{max(layout):.2f}")
     print(f"one image costs {flops / 1e6:.1f} MFLOP per training step (G step + D step)")
     print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
           f"{statistics.median(shares):.0%} of it (median over rounds; "

@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--decay-start", type=_nonnegative_int, default=None, metavar="STEP",
                        help="step where the lr starts falling (with --decay-steps)")
     hyper.add_argument("--decay-steps", type=_nonnegative_int, default=None, metavar="N",
-                       help="lr falls linearly to 0 over N steps from --decay-start "
-                       "(for long runs; default 0: the seed's constant lr)")
+                       help="lr falls linearly to 0 over N steps from --decay-start, and "
+                       "training stops there (for long runs; default 0: the seed's constant lr)")
     hyper.add_argument("--width", type=_positive_int, default=None,
                        help="DCGAN channel multiplier, ngf = ndf (course: 32; pytorch/examples: 64)")
     hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,

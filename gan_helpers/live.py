@@ -41,19 +41,27 @@ class LiveDashboard:
     D(G(z)) with the 0.5 line, updated while ``GANTrainer.fit`` runs.
 
     Pass it in ``hooks=[...]``; it shows itself on the first update. ``title`` heads
-    the dashboard; ``updates_per_second`` throttles redraws (about 2 by default).
+    the dashboard; ``updates_per_second`` throttles redraws (about 2 by default), and
+    ``max_draw_share`` keeps drawing to at most that share of the wall time (0.2 by
+    default: a redraw costs 0.1-0.3 s of CPU that training would otherwise get, so
+    unbounded it could halve the steps of a run).
     With ``classes=True`` (the default where the shipped MNIST classifier applies) it
     also shows which digits 256 fixed samples look like, and warns in plain words when
     a digit has vanished from them (mode collapse).
     """
 
     def __init__(
-        self, title: str = "Training", updates_per_second: float = 2.0, classes: bool = True
+        self, title: str = "Training", updates_per_second: float = 2.0, classes: bool = True,
+        max_draw_share: float = 0.2,
     ) -> None:
         import ipywidgets as widgets
 
+        if not 0 < max_draw_share <= 1:
+            raise ValueError(f"max_draw_share must be in (0, 1], got {max_draw_share}")
         self.title = title
         self.min_interval = 1.0 / updates_per_second
+        self.max_draw_share = max_draw_share
+        self._draw_cost = 0.0
         self.classes = classes
         self._class_noise = torch.randn(256, 100, generator=torch.Generator().manual_seed(1234))
         self.status = widgets.HTML(f"<b>{title}</b>: waiting for the first step")
@@ -72,10 +80,17 @@ class LiveDashboard:
 
         self._handle = display(self.widget, display_id=True)
 
+    def due(self, now: float) -> bool:
+        """Whether a redraw may start at time ``now`` (``time.monotonic()`` seconds):
+        at least ``1 / updates_per_second`` after the last one started, and late enough
+        that drawing takes at most ``max_draw_share`` of the time in between."""
+        wait = max(self.min_interval, self._draw_cost / self.max_draw_share)
+        return now - self._last >= wait
+
     def __call__(self, event) -> None:
-        """The hook: redraw if the last redraw is older than the throttle interval."""
+        """The hook: redraw when ``due`` (and always at the end of a run)."""
         now = time.monotonic()
-        if not event.final and now - self._last < self.min_interval:
+        if not event.final and not self.due(now):
             return
         self._last = now
         if self._handle is None:
@@ -88,11 +103,13 @@ class LiveDashboard:
         )
         self.grid.value = _grid_png(event.samples())
         plot_history(trainer.history, axes=self._axes)
-        self._figure.tight_layout()
+        if self.updates % 10 == 0:  # the layout barely moves between redraws
+            self._figure.tight_layout()
         self.curves.value = figure_png(self._figure)
         if self.classes:
             self.class_view.value = self._class_report(trainer)
         self.updates += 1
+        self._draw_cost = time.monotonic() - now
         if event.final:
             self.freeze(event)
 

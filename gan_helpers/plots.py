@@ -42,11 +42,13 @@ def show_grid(images: torch.Tensor, title: str = "", nrow: int = 8, ax=None):
 
 
 def plot_history(
-    history: Mapping[str, Sequence[float]], axes=None, smooth: int = 50
+    history: Mapping[str, Sequence[float]], axes=None, smooth: int = 50, max_points: int = 1000
 ):
     """Loss curves (G and D, with the log 2 equilibrium line) and mean D(x), D(G(z))
     (with the 0.5 line) against the step. ``history`` has the trainer's keys
-    g_loss, d_loss, d_real, d_fake; curves are running means over ``smooth`` steps."""
+    g_loss, d_loss, d_real, d_fake; curves are running means over ``smooth`` steps,
+    drawn through at most ``max_points`` evenly spaced points (the first and the last
+    included), so a long run draws as fast as a short one."""
     import math
 
     if axes is None:
@@ -65,7 +67,11 @@ def plot_history(
         k = max(1, min(smooth, len(values)))
         kernel = torch.ones(1, 1, k, dtype=torch.float64) / k
         smoothed = torch.nn.functional.conv1d(values.view(1, 1, -1), kernel).view(-1)
-        ax.plot(range(k, len(values) + 1), smoothed.numpy(), label=label)
+        at = torch.arange(k, len(values) + 1)
+        if len(at) > max_points:
+            keep = torch.linspace(0, len(at) - 1, max_points).round().long()
+            at, smoothed = at[keep], smoothed[keep]
+        ax.plot(at.numpy(), smoothed.numpy(), label=label)
     ax_loss.axhline(math.log(2), color="gray", ls="--", lw=0.8, label="log 2")
     ax_d.axhline(0.5, color="gray", ls="--", lw=0.8, label="0.5")
     ax_d.set_ylim(0, 1)

@@ -83,7 +83,7 @@ class TrainConfig:
         exponential moving average of G's weights (``ema``, 0.999), which smooths out
         the step-to-step wobble of the adversarial game. For DCGAN the course uses batch
         64 (the DCGAN paper's), lr 0.0005 (the paper's 0.0002 learns too slowly for a
-        few CPU minutes), no augmentation (in short runs it slowed DCGAN down), and
+        few CPU minutes), no augmentation (in 300-s runs it held DCGAN back), and
         width 32 (a third of the CPU time of pytorch/examples' 64).
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from ``lr`` at step
@@ -352,9 +352,9 @@ class GANTrainer:
 
         With lr decay on, training also stops where the lr reaches 0
         (``decay_start + decay_steps``). Calls each hook every ``hook_every`` steps and
-        once more at the end (``event.final``). Ctrl-C or a kernel interrupt stops after the current step,
-        saves a checkpoint and returns with ``self.interrupted`` set; call ``fit``
-        again to continue. Raises TrainingDiverged on a NaN or infinite loss.
+        once more at the end (``event.final``). Ctrl-C or a kernel interrupt stops after
+        the current step, saves a checkpoint and returns with ``self.interrupted`` set;
+        call ``fit`` again to continue. Raises TrainingDiverged on a NaN or infinite loss.
         """
         if epochs is None and steps is None and seconds is None:
             raise ValueError("fit needs a stopping rule: epochs=, steps= or seconds=")

@@ -316,3 +316,17 @@ def test_config_validation():
         TrainConfig.for_recipe("fast")
     with pytest.raises(ValueError, match="b1 must be in"):
         TrainConfig.for_recipe("course", b1=1.5)
+
+
+def test_dcgan_trains_channels_last_and_resumes_older_checkpoints(tmp_path, mnist_small):
+    t = GANTrainer(small("dcgan"), data=mnist_small, out_dir=tmp_path)
+    conv_weights = lambda tr: [p for p in tr.generator.parameters() if p.dim() == 4]  # noqa: E731
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights(t))
+    # A checkpoint from before the switch holds tensors in the default layout.
+    for net in (t.generator, t.discriminator, t.sampler):
+        net.to(memory_format=torch.contiguous_format)
+    t.fit(steps=2, progress=False)
+    resumed = GANTrainer.from_checkpoint(t.checkpoint_path, data=mnist_small).fit(steps=4, progress=False)
+    assert resumed.step == 4
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights(resumed))
+    assert all(torch.isfinite(p).all() for p in resumed.generator.parameters())
