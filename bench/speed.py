@@ -12,6 +12,9 @@ Measures images per second through a full G and D step:
   course's augmentation of D's inputs (the seed has none), and once more with it.
 - course DCGAN at batch 64, in the channels-last memory format the trainer uses on the
   CPU and in PyTorch's default layout, to show what the format is worth.
+- the course loop under ``torch.autocast("cpu", dtype=torch.bfloat16)``: matrix
+  products in bfloat16, which this CPU may run faster (AVX512-BF16, AMX). The course
+  does not train this way (it changes the numerics); the rows show what it would buy.
 
 The machine's speed drifts (a shared 2-core VM here: the same loop has measured 6k and
 9k images/s minutes apart), so the loops take turns: each round runs every loop for
@@ -97,10 +100,11 @@ class CourseLoop:
     default here) leaves out the course's augmentation of D's inputs, work the seed's
     step does not do; the bench times it separately. ``model="dcgan"`` times the course
     DCGAN recipe instead, in the channels-last memory format the trainer uses on the
-    CPU or, with ``channels_last=False``, in PyTorch's default layout."""
+    CPU or, with ``channels_last=False``, in PyTorch's default layout. ``bf16`` runs the
+    steps under bfloat16 autocast (speed only; the course trains in float32)."""
 
     def __init__(self, images: ImageSet, batch_size: int, augment: int = 0,
-                 model: str = "fc", channels_last: bool = True) -> None:
+                 model: str = "fc", channels_last: bool = True, bf16: bool = False) -> None:
         if model == "fc":
             config = TrainConfig.for_recipe(
                 "course", batch_size=batch_size, g_batchnorm=False, augment=augment
@@ -113,11 +117,13 @@ class CourseLoop:
             for net in (t.generator, t.discriminator, t.ema_generator):
                 net.to(memory_format=torch.contiguous_format)
         self.batch_size = batch_size
+        self.bf16 = bf16
 
     def run(self, seconds: float) -> float:
         first = self.trainer.step
         start = time.perf_counter()
-        self.trainer.fit(seconds=seconds, progress=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            self.trainer.fit(seconds=seconds, progress=False)
         return (self.trainer.step - first) * self.batch_size / (time.perf_counter() - start)
 
 
@@ -170,7 +176,9 @@ def main() -> None:
     loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),
              "course 256": CourseLoop(images, 256), "course 64 +aug": CourseLoop(images, 64, 2),
              "DCGAN 64": CourseLoop(images, 64, model="dcgan"),
-             "DCGAN 64 NCHW": CourseLoop(images, 64, model="dcgan", channels_last=False)}
+             "DCGAN 64 NCHW": CourseLoop(images, 64, model="dcgan", channels_last=False),
+             "course 64 bf16": CourseLoop(images, 64, bf16=True),
+             "course 256 bf16": CourseLoop(images, 256, bf16=True)}
     for loop in loops.values():
         loop.run(1.0)  # warm-up: first-call allocations, caches
     rates: dict[str, list[float]] = {name: [] for name in loops}
@@ -196,6 +204,12 @@ def main() -> None:
           f"{median['DCGAN 64 NCHW']:.0f} images/s in the default layout (NCHW); channels-last / "
           f"NCHW within a round: median {statistics.median(layout):.2f}, "
           f"range {min(layout):.2f}-{max(layout):.2f}")
+    bf16_ratio = [a / b for a, b in zip(rates["course 64 bf16"], rates["seed 64"])]
+    bf16_share = [r * flops / 1e9 / limit for r, limit in zip(rates["course 256 bf16"], limits)]
+    print(f"course loop with bf16 matrix products (autocast; not how the course trains): "
+          f"batch 64 {median['course 64 bf16']:.0f} images/s, {statistics.median(bf16_ratio):.2f}x "
+          f"the seed loop; batch 256 {median['course 256 bf16']:.0f} images/s, "
+          f"{statistics.median(bf16_share):.0%} of the fp32 matmul limit (medians over rounds)")
     print(f"one image costs {flops / 1e6:.1f} MFLOP per training step (G step + D step)")
     print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
           f"{statistics.median(shares):.0%} of it (median over rounds; "

@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     hyper = train.add_argument_group("the seed's hyperparameters")
     hyper.add_argument("--batch-size", "--batch_size", type=_positive_int, default=None,
                        help="images per batch (seed: 64)")
-    hyper.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate (seed: 0.0002)")
-    hyper.add_argument("--b1", type=float, default=None, help="Adam beta1 (seed: 0.5)")
+    hyper.add_argument("--lr", type=_positive_float, default=None,
+                       help="Adam learning rate of D, and of G times --g-lr-factor (seed: 0.0002)")
+    hyper.add_argument("--g-lr-factor", type=_positive_float, default=None, metavar="F",
+                       help="G's lr is F times --lr (course FC: 2; seed and course DCGAN: 1)")
+    hyper.add_argument("--b1", type=float, default=None, help="Adam beta1 (seed: 0.5; course FC: 0)")
     hyper.add_argument("--b2", type=float, default=None, help="Adam beta2 (seed: 0.999)")
     hyper.add_argument("--latent-dim", "--latent_dim", type=_positive_int, default=None,
                        help="noise size (seed: 100)")
@@ -212,7 +215,7 @@ def _run_train(args) -> int:
         # The architecture comes from the checkpoint; only stopping rules may change.
         conflicting = [
             f"--{name.replace('_', '-')}"
-            for name in ("model", "dataset", "recipe", "batch_size", "lr", "b1", "b2",
+            for name in ("model", "dataset", "recipe", "batch_size", "lr", "g_lr_factor", "b1", "b2",
                          "latent_dim", "loss", "g_batchnorm", "width", "ema", "augment",
                          "seed", "decay_start", "decay_steps")
             if getattr(args, name) is not None

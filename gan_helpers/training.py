@@ -35,9 +35,9 @@ RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
 CHECKPOINT_VERSION = 1
 SEED_EPOCHS = 300  # the seed's run length (its gan.py defaults to 200)
-SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "b1": 0.5, "b2": 0.999, "g_batchnorm": False, "ema": 0.0,
-               "augment": 0}
-COURSE_DCGAN = {"batch_size": 64, "lr": 0.0005, "augment": 0}
+SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "g_lr_factor": 1.0, "b1": 0.5, "b2": 0.999,
+               "g_batchnorm": False, "ema": 0.0, "augment": 0}
+COURSE_DCGAN = {"batch_size": 64, "lr": 0.0005, "g_lr_factor": 1.0, "b1": 0.5, "augment": 0}
 
 
 @dataclass
@@ -55,7 +55,8 @@ class TrainConfig:
     recipe: str = "course"
     batch_size: int = 128
     lr: float = 0.0005
-    b1: float = 0.5
+    g_lr_factor: float = 2.0
+    b1: float = 0.0
     b2: float = 0.999
     latent_dim: int = LATENT_DIM
     loss: str = "bce"
@@ -76,19 +77,24 @@ class TrainConfig:
         "seed" is gan.py as written: batch 64, lr 0.0002, betas (0.5, 0.999), BCE on
         a sigmoid, no BatchNorm in the FC generator, DataLoader with transforms.
         "course" keeps the seed's networks, loss and step and changes training
-        choices, picked from short CPU runs (README, "Recipes"): BatchNorm in
-        G's hidden layers, batch 128 and lr 0.0005; D sees every image, real and fake,
-        moved by up to ``augment`` (2) pixels (``gan_helpers.augment``: it keeps D from
+        choices, picked from short CPU runs (README, "Recipes"): BatchNorm in G's
+        hidden layers; batch 128; lr 0.0005 for D and twice that for G (``g_lr_factor``
+        2: G moves faster, and the weight average below smooths its path); Adam's beta1
+        0 instead of 0.5 (as StyleGAN and BigGAN train: little use for momentum in a
+        game whose other side keeps moving); D sees every image, real and fake, moved
+        by up to ``augment`` (2) pixels (``gan_helpers.augment``: it keeps D from
         learning the 10,000 shipped digits by heart); and it samples from an
         exponential moving average of G's weights (``ema``, 0.999), which smooths out
         the step-to-step wobble of the adversarial game. For DCGAN the course uses batch
-        64 (the DCGAN paper's), lr 0.0005 (the paper's 0.0002 learns too slowly for a
-        few CPU minutes), no augmentation (in 300-s runs it held DCGAN back), and
-        width 32 (a third of the CPU time of pytorch/examples' 64).
+        64 and beta1 0.5 (the DCGAN paper's), lr 0.0005 for both networks (the paper's
+        0.0002 learns too slowly for a few CPU minutes), no augmentation (in 300-s runs
+        it held DCGAN back), and width 32 (a third of the CPU time of pytorch/examples'
+        64).
 
-        ``decay_steps`` > 0 lets both learning rates fall linearly from ``lr`` at step
-        ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's schedule,
-        for long runs); 0, the default of both recipes, keeps the seed's constant lr.
+        ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
+        step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
+        schedule, for long runs); 0, the default of both recipes, keeps them constant,
+        as the seed does.
         """
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
@@ -116,8 +122,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("lr", "g_lr_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("b1", "b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -125,8 +132,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        # Checkpoints from before ``augment`` existed trained without it.
-        values = {"augment": 0, **values}
+        # Checkpoints from before ``augment`` and ``g_lr_factor`` existed trained
+        # without augmentation and with one lr for both networks.
+        values = {"augment": 0, "g_lr_factor": 1.0, **values}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -203,11 +211,14 @@ def train_step(
         )
 
 
-def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Adam:
-    """Adam with the seed's lr and betas. The course recipe uses the fused kernel (one
-    pass over all parameters instead of a loop of small ops); same update rule."""
+def make_optimizer(
+    module: nn.Module, config: TrainConfig, lr: float | None = None
+) -> torch.optim.Adam:
+    """Adam with the config's betas and ``lr`` (default ``config.lr``). The course recipe
+    uses the fused kernel (one pass over all parameters instead of a loop of small ops);
+    same update rule."""
     return torch.optim.Adam(
-        module.parameters(), lr=config.lr, betas=(config.b1, config.b2),
+        module.parameters(), lr=config.lr if lr is None else lr, betas=(config.b1, config.b2),
         fused=config.recipe == "course" or None,
     )
 
@@ -296,7 +307,7 @@ class GANTrainer:
         self.ema_generator = (
             copy.deepcopy(self.generator).requires_grad_(False) if config.ema > 0 else None
         )
-        self.opt_g = make_optimizer(self.generator, config)
+        self.opt_g = make_optimizer(self.generator, config, config.lr * config.g_lr_factor)
         self.opt_d = make_optimizer(self.discriminator, config)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.augment_rng = torch.Generator(self.device).manual_seed(config.seed + 3)
@@ -331,8 +342,9 @@ class GANTrainer:
         return self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
 
     def learning_rate(self, step: int) -> float:
-        """Both networks' lr for training step ``step`` (0-based): ``config.lr``, falling
-        linearly to 0 over ``decay_steps`` from ``decay_start`` when decay is on."""
+        """D's lr for training step ``step`` (0-based): ``config.lr``, falling linearly to
+        0 over ``decay_steps`` from ``decay_start`` when decay is on. G's is
+        ``config.g_lr_factor`` times it."""
         c = self.config
         if c.decay_steps == 0 or step < c.decay_start:
             return c.lr
@@ -387,8 +399,10 @@ class GANTrainer:
                     )
                     if self.config.decay_steps:
                         lr = self.learning_rate(self.step)
-                        for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+                        for group in self.opt_d.param_groups:
                             group["lr"] = lr
+                        for group in self.opt_g.param_groups:
+                            group["lr"] = lr * self.config.g_lr_factor
                     try:
                         stats = train_step(
                             self.generator, self.discriminator, self.opt_g, self.opt_d,

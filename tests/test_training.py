@@ -285,16 +285,19 @@ def test_ema_sampler(mnist_small, tmp_path):
 
 
 def test_linear_lr_decay(mnist_small):
-    t = GANTrainer(small(lr=0.001, decay_start=4, decay_steps=8), data=mnist_small)
+    t = GANTrainer(small(lr=0.001, g_lr_factor=3.0, decay_start=4, decay_steps=8),
+                   data=mnist_small)
     assert [t.learning_rate(s) for s in (0, 4, 6, 12, 50)] == pytest.approx(
         [0.001, 0.001, 0.00075, 0.0, 0.0])
     seen = []
     t.fit(steps=12, progress=False, hooks=[lambda e: seen.append(
         (e.step, e.trainer.opt_g.param_groups[0]["lr"], e.trainer.opt_d.param_groups[0]["lr"]))])
-    # The hook runs after step k (1-based), which trained with learning_rate(k - 1).
+    # The hook runs after step k (1-based), which trained with learning_rate(k - 1);
+    # G's lr keeps its factor all the way down.
     for step, lr_g, lr_d in seen[:-1]:
-        assert lr_g == lr_d == pytest.approx(t.learning_rate(step - 1))
-    assert seen[-2][1] == pytest.approx(0.001 / 8)
+        assert lr_d == pytest.approx(t.learning_rate(step - 1))
+        assert lr_g == pytest.approx(3.0 * t.learning_rate(step - 1))
+    assert seen[-2][2] == pytest.approx(0.001 / 8)
     # The lr is 0 from step 12 on: training stops there and says so.
     said = []
     t.log = said.append
@@ -305,6 +308,26 @@ def test_linear_lr_decay(mnist_small):
     assert t.step == 12
     constant = GANTrainer(small(lr=0.001), data=mnist_small)
     assert constant.learning_rate(10**6) == 0.001
+
+
+def test_generator_lr_factor(mnist_small):
+    course = GANTrainer(small(), data=mnist_small)
+    assert course.config.lr == 0.0005 and course.config.g_lr_factor == 2.0
+    assert course.opt_d.param_groups[0]["lr"] == pytest.approx(0.0005)
+    assert course.opt_g.param_groups[0]["lr"] == pytest.approx(0.001)
+    assert course.opt_g.param_groups[0]["betas"] == (0.0, 0.999)
+    for config in (TrainConfig.for_recipe("seed"), TrainConfig.for_recipe("course", model="dcgan")):
+        t = GANTrainer(config, data=mnist_small)
+        assert t.opt_g.param_groups[0]["lr"] == t.opt_d.param_groups[0]["lr"] == config.lr
+        assert t.opt_g.param_groups[0]["betas"] == (0.5, 0.999)
+    # G's lr follows --lr: the factor, not a second absolute value, is the recipe.
+    assert GANTrainer(small(lr=0.0002), data=mnist_small).opt_g.param_groups[0]["lr"] == \
+        pytest.approx(0.0004)
+    # Checkpoints from before the option trained both networks with one lr.
+    legacy = {k: v for k, v in vars(course.config).items() if k != "g_lr_factor"}
+    assert TrainConfig.from_dict(legacy).g_lr_factor == 1.0
+    with pytest.raises(ValueError, match="g_lr_factor must be positive"):
+        TrainConfig.for_recipe("course", g_lr_factor=0)
 
 
 def test_config_validation():
