@@ -77,7 +77,7 @@ def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool)
 def plot(rows: list[dict], floor: float, path: Path) -> None:
     from gan_helpers.plots import new_figure
 
-    fig, axes = new_figure(3, (13, 3.6))
+    fig, axes = new_figure(3, (15, 3.6))
     for name in dict.fromkeys(r["recipe"] for r in rows):
         mine = [r for r in rows if r["recipe"] == name]
         if not mine:
@@ -98,8 +98,9 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
         ax.set_xticks([], minor=True)
     axes[1].set_ylim(0, 1.02)
     axes[2].set_ylim(0, 1.02)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    # Beside the panels, not on them: the curves fill the axes.
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
     fig.savefig(path, dpi=80)
 
 

@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--lr", type=_positive_float, default=None,
                        help="Adam learning rate of D, and of G times --g-lr-factor (seed: 0.0002)")
     hyper.add_argument("--g-lr-factor", type=_positive_float, default=None, metavar="F",
-                       help="G's lr is F times --lr (course FC: 2; seed and course DCGAN: 1)")
-    hyper.add_argument("--b1", type=float, default=None, help="Adam beta1 (seed: 0.5; course FC: 0)")
+                       help="G's lr is F times --lr (course: 2; seed: 1)")
+    hyper.add_argument("--b1", type=float, default=None, help="Adam beta1 (seed: 0.5; course: 0)")
     hyper.add_argument("--b2", type=float, default=None, help="Adam beta2 (seed: 0.999)")
     hyper.add_argument("--latent-dim", "--latent_dim", type=_positive_int, default=None,
                        help="noise size (seed: 100)")
