@@ -3,6 +3,7 @@
     python bench/quality.py [--budgets 30 60 120 300] [--seed-max 120] [--n 5000]
     python bench/quality.py --recipes --budgets 120 300 \
         --variants augment=0 model=dcgan,lr=0.0002 model=dcgan,augment=2
+    python bench/quality.py --recipes "course FC" "course DCGAN" --budgets 120 300 --g-statistics
 
 Trains the seed and course recipes of the FC GAN and of DCGAN on this machine's CPU,
 pauses the clock at each wall-clock budget to score the recipe's sampler (G's weight
@@ -15,12 +16,15 @@ counted in the budgets. Nothing is cached: every run trains from scratch.
 ``--variants`` adds runs of the course FC recipe (of course DCGAN when the pairs include
 ``model=dcgan``) with changed options (``KEY=VALUE`` pairs of ``TrainConfig``,
 comma-separated), the way the course defaults were chosen;
-``--raw`` also scores G itself where a recipe samples from G's weight average.
+``--raw`` also scores G itself where a recipe samples from G's weight average;
+``--g-statistics`` also scores that average with G's BatchNorm running statistics in
+place of the ones the sampler recomputes for it (``standing_statistics``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -53,11 +57,22 @@ def parse_variant(text: str) -> dict:
     return options
 
 
-def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool) -> list[dict]:
+def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool,
+        g_statistics: bool = False) -> list[dict]:
     trainer = GANTrainer(TrainConfig.for_recipe(**options), data=data, log=lambda _: None)
-    samplers = [(name, trainer.sampler)]
+
+    def average_with_g_statistics() -> torch.nn.Module:
+        average = copy.deepcopy(trainer.ema_generator)
+        for mine, gs in zip(average.buffers(), trainer.generator.buffers()):
+            mine.copy_(gs)
+        return average
+
+    # Read at scoring time: ``trainer.sampler`` refreshes the average's BatchNorm statistics.
+    samplers = [(name, lambda: trainer.sampler)]
     if raw and trainer.ema_generator is not None:
-        samplers.append((f"{name} (G)", trainer.generator))
+        samplers.append((f"{name} (G)", lambda: trainer.generator))
+    if g_statistics and trainer.ema_generator is not None:
+        samplers.append((f"{name} (G's BN stats)", average_with_g_statistics))
     rows, trained = [], 0.0
     for budget in budgets:
         start = time.perf_counter()
@@ -66,7 +81,7 @@ def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool)
         # The recipe's sampler (G's weight average where the recipe keeps one, else G);
         # with --raw, G itself as well.
         for label, sampler in samplers:
-            scores = score_generator(sampler, n=n, seed=0)
+            scores = score_generator(sampler(), n=n, seed=0)
             rows.append({"recipe": label, "seconds": budget, "steps": trainer.step, **scores})
             print(f"  {label:22s} {budget:5.0f} s  {trainer.step:6d} steps  "
                   f"FD {scores['frechet_distance']:8.2f}  entropy {scores['class_entropy']:.3f}  "
@@ -114,6 +129,9 @@ def main() -> None:
                         "model=dcgan) with these options changed")
     parser.add_argument("--raw", action="store_true",
                         help="also score G itself where the recipe samples from its average")
+    parser.add_argument("--g-statistics", action="store_true",
+                        help="also score the weight average with G's BatchNorm statistics "
+                        "instead of its own (the sampler recomputes them: standing statistics)")
     parser.add_argument("--n", type=int, default=5000, help="samples scored per point")
     parser.add_argument("--seed-max", type=float, default=None,
                         help="stop the seed recipes at this budget (saves time; default: all)")
@@ -135,7 +153,7 @@ def main() -> None:
         budgets = sorted(args.budgets)
         if name.startswith("seed") and args.seed_max:
             budgets = [b for b in budgets if b <= args.seed_max]
-        rows += run(name, options, budgets, args.n, data, args.raw)
+        rows += run(name, options, budgets, args.n, data, args.raw, args.g_statistics)
 
     print()
     width = max(12, *(len(r["recipe"]) for r in rows))

@@ -85,11 +85,12 @@ class TrainConfig:
         by up to ``augment`` (2) pixels (``gan_helpers.augment``: it keeps D from
         learning the 10,000 shipped digits by heart); and it samples from an
         exponential moving average of G's weights (``ema``, 0.999), which smooths out
-        the step-to-step wobble of the adversarial game. For DCGAN the course uses batch
-        64, lr 0.0005 for D (the DCGAN paper's 0.0002 learns too slowly for a few CPU
-        minutes) and, as for FC, twice that for G with beta1 0 (the paper: 0.5), no
-        augmentation (in 300-s runs it held DCGAN back), and width 32 (a third of the
-        CPU time of pytorch/examples' 64).
+        the step-to-step wobble of the adversarial game, with BatchNorm statistics
+        recomputed for the averaged weights (``standing_statistics``). For DCGAN the
+        course uses batch 64, lr 0.0005 for D (the DCGAN paper's 0.0002 learns too slowly
+        for a few CPU minutes) and, as for FC, twice that for G with beta1 0 (the paper:
+        0.5), no augmentation (in 300-s runs it held DCGAN back), and width 32 (a third
+        of the CPU time of pytorch/examples' 64).
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
@@ -223,6 +224,35 @@ def make_optimizer(
     )
 
 
+@torch.no_grad()
+def standing_statistics(
+    generator: nn.Module, n: int = 2048, batch_size: int = 256, seed: int = 0
+) -> nn.Module:
+    """Recompute the BatchNorm running statistics of ``generator``, in place, from its
+    own activations on ``n`` noise vectors z ~ N(0, 1), fed in batches of shape
+    (batch_size, latent_dim); returns ``generator`` (its train/eval mode unchanged).
+
+    BigGAN's "standing statistics" (Brock et al. 2019). A weight average of G has
+    weights that no G ever had, so the running means and variances G gathered for its
+    own, moving weights do not fit it: in eval mode its layers would be normalised with
+    the wrong numbers. This passes noise through the generator in train mode and keeps,
+    for each BatchNorm layer, the average of the batches' means and variances (PyTorch's
+    ``torch.optim.swa_utils.update_bn``, which SWA uses for the same reason). The same
+    ``seed`` and weights give the same statistics. Without BatchNorm layers nothing
+    changes.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    rng = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    update_bn(
+        (torch.randn(size, generator.latent_dim, generator=rng).to(device) for size in sizes),
+        generator,
+    )
+    return generator
+
+
 def _unchanged(images: torch.Tensor) -> torch.Tensor:
     return images
 
@@ -320,6 +350,8 @@ class GANTrainer:
             generator=torch.Generator().manual_seed(config.seed + 2),
         ).to(self.device)
         self.step = 0
+        # The step at which the average's BatchNorm statistics were last computed.
+        self._sampler_stats_step: int | None = None
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.saved_grids: list[Path] = []
         self.interrupted = False
@@ -506,15 +538,23 @@ class GANTrainer:
         decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
         ema_params = list(self.ema_generator.parameters())
         torch._foreach_lerp_(ema_params, list(self.generator.parameters()), 1.0 - decay)
-        for ema_buf, buf in zip(self.ema_generator.buffers(), self.generator.buffers()):
-            ema_buf.copy_(buf)
+        # BatchNorm's running statistics are not averaged: G's describe G's own weights,
+        # not the average's. ``sampler`` recomputes them for the average when it is read.
 
     # ------------------------------------------------------------------ sampling
     @property
     def sampler(self) -> nn.Module:
         """The generator to draw samples from: the weight average with ``ema`` > 0,
-        else G itself. Training never reads it."""
-        return self.ema_generator if self.ema_generator is not None else self.generator
+        else G itself. Training never reads it.
+
+        The average's BatchNorm statistics are recomputed for its own weights
+        (``standing_statistics``) whenever it is read at a new step."""
+        if self.ema_generator is None:
+            return self.generator
+        if self._sampler_stats_step != self.step:
+            standing_statistics(self.ema_generator, seed=self.config.seed + 4)
+            self._sampler_stats_step = self.step
+        return self.ema_generator
 
     @torch.no_grad()
     def fixed_samples(self) -> torch.Tensor:
@@ -564,8 +604,9 @@ class GANTrainer:
             "config": asdict(self.config),
             "step": self.step,
             "generator": self.generator.state_dict(),
+            # The sampler, so a file for sampling carries statistics fit for its weights.
             "generator_ema": (
-                self.ema_generator.state_dict() if self.ema_generator is not None else None
+                self.sampler.state_dict() if self.ema_generator is not None else None
             ),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -593,6 +634,7 @@ class GANTrainer:
         if self.ema_generator is not None:
             _load_module(self.ema_generator, state.get("generator_ema") or state["generator"],
                          source, "generator")
+            self._sampler_stats_step = None  # older checkpoints hold G's statistics here
         _load_module(self.discriminator, state["discriminator"], source, "discriminator")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -759,5 +801,5 @@ def generate(
 __all__ = [
     "TrainConfig", "StepStats", "TrainEvent", "GANTrainer", "TrainingDiverged",
     "CheckpointError", "train_step", "atomic_save", "load_checkpoint", "load_generator",
-    "save_generator", "generate", "pretrained", "RECIPES", "SEED_EPOCHS",
+    "save_generator", "generate", "pretrained", "standing_statistics", "RECIPES", "SEED_EPOCHS",
 ]

@@ -4,6 +4,7 @@ import signal
 
 import pytest
 import torch
+from torch import nn
 
 from gan_helpers.losses import adversarial_loss
 from gan_helpers.models import build_models
@@ -14,6 +15,7 @@ from gan_helpers.training import (
     TrainingDiverged,
     load_checkpoint,
     load_generator,
+    standing_statistics,
     train_step,
 )
 
@@ -282,6 +284,61 @@ def test_ema_sampler(mnist_small, tmp_path):
     off = GANTrainer(small(ema=0.0), data=mnist_small)
     assert off.sampler is off.generator
     assert TrainConfig.for_recipe("seed").ema == 0.0
+
+
+def _normalised_bn_inputs(generator, noise):
+    """Per BatchNorm layer of ``generator`` (eval mode): the per-channel mean and variance
+    of its inputs on ``noise`` after normalising them with the layer's running statistics."""
+    seen = []
+    bns = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    handles = [bn.register_forward_hook(lambda m, i, o: seen.append((m, i[0]))) for bn in bns]
+    generator.eval()
+    with torch.no_grad():
+        generator(noise)
+    for h in handles:
+        h.remove()
+    out = []
+    for bn, x in seen:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        x = (x - bn.running_mean.view(shape)) / (bn.running_var.view(shape) + bn.eps).sqrt()
+        dims = [0] + list(range(2, x.dim()))
+        out.append((x.mean(dims), x.var(dims)))
+    assert out, "the generator has BatchNorm layers"
+    return out
+
+
+@pytest.mark.parametrize("model", ["fc", "dcgan"])
+def test_sampler_batchnorm_statistics_fit_the_average(mnist_small, model):
+    # The weight average's BatchNorm layers normalise with statistics of its own
+    # activations (standing statistics), not G's: on fresh noise their inputs come out
+    # with mean ~0 and variance ~1 per channel.
+    t = GANTrainer(small(model, ema=0.9), data=mnist_small).fit(steps=20, progress=False)
+    noise = torch.randn(4096, 100, generator=torch.Generator().manual_seed(5))
+    for mean, var in _normalised_bn_inputs(t.sampler, noise):
+        assert mean.abs().max() < 0.15 and (var - 1).abs().max() < 0.25
+    # Control: with other statistics (here PyTorch's initial 0 and 1) the check fails.
+    for m in t.sampler.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+    assert any((var - 1).abs().max() > 0.25 for _, var in _normalised_bn_inputs(t.sampler, noise))
+    # Read again at a later step, the statistics are recomputed for the new weights.
+    t.fit(steps=25, progress=False)
+    for mean, var in _normalised_bn_inputs(t.sampler, noise):
+        assert mean.abs().max() < 0.15 and (var - 1).abs().max() < 0.25
+
+
+def test_reading_the_sampler_never_changes_training(mnist_small):
+    watched = GANTrainer(small(ema=0.9), data=mnist_small)
+    watched.fit(steps=12, progress=False, hooks=[lambda e: e.samples()])
+    plain = GANTrainer(small(ema=0.9), data=mnist_small).fit(steps=12, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(params(watched), params(plain)))
+
+
+def test_standing_statistics_without_batchnorm_changes_nothing():
+    g, _ = build_models("fc", batchnorm=False)
+    before = [p.clone() for p in g.state_dict().values()]
+    assert standing_statistics(g) is g
+    assert all(torch.equal(a, b) for a, b in zip(before, g.state_dict().values()))
 
 
 def test_linear_lr_decay(mnist_small):

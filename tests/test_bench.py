@@ -1,0 +1,41 @@
+"""The quality bench's scoring loop on a tiny budget: that it runs and scores what it
+says (the figures themselves come from running the bench, not from tests)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_bench_scores_each_sampler_at_each_budget(quality, mnist_small, tmp_path):
+    rows = quality.run("course FC", {**quality.RECIPES["course FC"], "batch_size": 64},
+                       [0.5, 1.0], n=300, data=mnist_small, raw=True, g_statistics=True)
+    assert [(r["recipe"], r["seconds"]) for r in rows] == [
+        (name, budget) for budget in (0.5, 1.0)
+        for name in ("course FC", "course FC (G)", "course FC (G's BN stats)")
+    ]
+    steps = [r["steps"] for r in rows]
+    assert 0 < steps[0] == steps[1] == steps[2] < steps[3]
+    for r in rows:
+        assert r["n"] == 300 and r["frechet_distance"] > 0 and 0 <= r["legible"] <= 1
+    # The three samplers are different generators, so their scores differ.
+    assert len({round(r["frechet_distance"], 6) for r in rows[:3]}) == 3
+    quality.plot(rows, floor=2.5, path=tmp_path / "q.png")
+    assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_quality_bench_reads_variants(quality):
+    assert quality.parse_variant("batch_size=256,lr=0.001,g_batchnorm=false") == {
+        "batch_size": 256, "lr": 0.001, "g_batchnorm": False}
+    with pytest.raises(SystemExit, match="bad variant"):
+        quality.parse_variant("batchsize=3")
