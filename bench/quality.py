@@ -79,7 +79,8 @@ def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool,
         trainer.fit(seconds=budget - trained, progress=False)
         trained += time.perf_counter() - start
         # The recipe's sampler (G's weight average where the recipe keeps one, else G);
-        # with --raw, G itself as well.
+        # with --raw, G itself as well; with --g-statistics, the average with G's
+        # BatchNorm statistics.
         for label, sampler in samplers:
             scores = score_generator(sampler(), n=n, seed=0)
             rows.append({"recipe": label, "seconds": budget, "steps": trainer.step, **scores})
