@@ -24,8 +24,10 @@ def test_quality_bench_scores_each_sampler_at_each_budget(quality, mnist_small, 
         (name, budget) for budget in (0.5, 1.0)
         for name in ("course FC", "course FC (G)", "course FC (G's BN stats)")
     ]
+    # All samplers of a budget are scored at the same step (how many steps a budget
+    # buys depends on the machine, so no more is asserted about them).
     steps = [r["steps"] for r in rows]
-    assert 0 < steps[0] == steps[1] == steps[2] < steps[3]
+    assert 0 < steps[0] == steps[1] == steps[2] <= steps[3] == steps[4] == steps[5]
     for r in rows:
         assert r["n"] == 300 and r["frechet_distance"] > 0 and 0 <= r["legible"] <= 1
     # The three samplers are different generators, so their scores differ.
