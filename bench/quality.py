@@ -4,6 +4,8 @@
     python bench/quality.py --recipes --budgets 120 300 \
         --variants augment=0 model=dcgan,lr=0.0002 model=dcgan,augment=2
     python bench/quality.py --recipes "course FC" "course DCGAN" --budgets 120 300 --g-statistics
+    python bench/quality.py --steps 8000 --recipes "course FC" --seeds 0 1 2 --jobs 2 \
+        --variants augment=1
 
 Trains the seed and course recipes of the FC GAN and of DCGAN on this machine's CPU,
 pauses the clock at each wall-clock budget to score the recipe's sampler (G's weight
@@ -19,13 +21,23 @@ comma-separated), the way the course defaults were chosen;
 ``--raw`` also scores G itself where a recipe samples from G's weight average;
 ``--g-statistics`` also scores that average with G's BatchNorm running statistics in
 place of the ones the sampler recomputes for it (``standing_statistics``).
+
+``--steps`` scores at step counts instead of wall-clock budgets. Those figures do not
+depend on how fast the machine runs at the moment, so runs may share it: ``--jobs J``
+trains J runs at a time in separate processes, one thread each (``--threads``), and
+``--seeds`` repeats every run with other seeds, to show the spread between runs. Each
+point is then the same as training with ``python -m gan_helpers train --max-steps N``
+and scoring the checkpoint with ``python -m gan_helpers evaluate --n 5000``. No plot
+is drawn in this mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
@@ -58,7 +70,10 @@ def parse_variant(text: str) -> dict:
 
 
 def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool,
-        g_statistics: bool = False) -> list[dict]:
+        g_statistics: bool = False, by: str = "seconds") -> list[dict]:
+    """Train the recipe ``options`` once and score it at each of ``budgets``: seconds of
+    training (``by="seconds"``) or total steps (``by="steps"``). One row per sampler and
+    budget, with the step reached and the seconds spent training."""
     trainer = GANTrainer(TrainConfig.for_recipe(**options), data=data, log=lambda _: None)
 
     def average_with_g_statistics() -> torch.nn.Module:
@@ -76,18 +91,33 @@ def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool,
     rows, trained = [], 0.0
     for budget in budgets:
         start = time.perf_counter()
-        trainer.fit(seconds=budget - trained, progress=False)
+        if by == "steps":
+            trainer.fit(steps=int(budget), progress=False)
+        else:
+            trainer.fit(seconds=budget - trained, progress=False)
         trained += time.perf_counter() - start
         # The recipe's sampler (G's weight average where the recipe keeps one, else G);
         # with --raw, G itself as well; with --g-statistics, the average with G's
         # BatchNorm statistics.
         for label, sampler in samplers:
             scores = score_generator(sampler(), n=n, seed=0)
-            rows.append({"recipe": label, "seconds": budget, "steps": trainer.step, **scores})
-            print(f"  {label:22s} {budget:5.0f} s  {trainer.step:6d} steps  "
-                  f"FD {scores['frechet_distance']:8.2f}  entropy {scores['class_entropy']:.3f}  "
-                  f"legible {scores['legible']:.0%}", flush=True)
+            rows.append({"recipe": label, "seed": trainer.config.seed, "budget": budget,
+                         "seconds": trained,
+                         "steps": trainer.step, **scores})
+            print(f"  {label:22s} seed {trainer.config.seed}  {trained:5.0f} s  "
+                  f"{trainer.step:6d} steps  FD {scores['frechet_distance']:8.2f}  "
+                  f"entropy {scores['class_entropy']:.3f}  legible {scores['legible']:.0%}",
+                  flush=True)
     return rows
+
+
+def _one_thread_each(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(job: tuple) -> list[dict]:
+    name, options, budgets, n, raw, g_statistics, by = job
+    return run(name, options, budgets, n, load_images(), raw, g_statistics, by)
 
 
 def plot(rows: list[dict], floor: float, path: Path) -> None:
@@ -98,7 +128,7 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
         mine = [r for r in rows if r["recipe"] == name]
         if not mine:
             continue
-        t = [r["seconds"] for r in mine]
+        t = [r["budget"] for r in mine]
         axes[0].plot(t, [r["frechet_distance"] for r in mine], "o-", label=name)
         axes[1].plot(t, [r["class_entropy"] for r in mine], "o-", label=name)
         axes[2].plot(t, [r["legible"] for r in mine], "o-", label=name)
@@ -136,11 +166,27 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="samples scored per point")
     parser.add_argument("--seed-max", type=float, default=None,
                         help="stop the seed recipes at this budget (saves time; default: all)")
+    parser.add_argument("--steps", type=int, nargs="+", default=None,
+                        help="score at these step counts instead of the --budgets in seconds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="train every run once with each of these seeds (default: 0)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="with --steps: runs trained at a time, in separate processes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: 1 with --jobs > 1, else torch's)")
     parser.add_argument("--plot", type=Path, default=Path("images/quality_vs_time.png"))
     args = parser.parse_args()
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--jobs and --threads must be at least 1")
+    if args.jobs > 1 and args.steps is None:
+        parser.error("--jobs > 1 needs --steps: runs that share the machine cannot be timed")
+    by = "steps" if args.steps else "seconds"
+    threads = args.threads or (1 if args.jobs > 1 else torch.get_num_threads())
+    torch.set_num_threads(threads)
 
     data = load_images()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {data.source}")
+    print(f"torch {torch.__version__}, {threads} thread(s) per run, {args.jobs} at a time; "
+          f"{data.source}")
     floor = real_floor(n=args.n)
     print(f"real vs real Fréchet distance ({args.n} vs {args.n}): {floor:.2f}")
     runs = {name: RECIPES[name] for name in args.recipes}
@@ -149,24 +195,51 @@ def main() -> None:
         base = "course DCGAN" if options.get("model") == "dcgan" else "course FC"
         label = ",".join(p for p in text.split(",") if not p.startswith("model="))
         runs[f"{base} {label}"] = {**RECIPES[base], **options}
-    rows = []
+    jobs = []
     for name, options in runs.items():
-        budgets = sorted(args.budgets)
-        if name.startswith("seed") and args.seed_max:
+        budgets = sorted(args.steps or args.budgets)
+        if by == "seconds" and name.startswith("seed") and args.seed_max:
             budgets = [b for b in budgets if b <= args.seed_max]
-        rows += run(name, options, budgets, args.n, data, args.raw, args.g_statistics)
+        for seed in args.seeds:
+            jobs.append((name, {**options, "seed": seed}, budgets, args.n, args.raw,
+                         args.g_statistics, by))
+    if args.jobs == 1:
+        results = [run(name, options, budgets, n, data, raw, g_stats, by)
+                   for name, options, budgets, n, raw, g_stats, by in jobs]
+    else:
+        # spawn, not fork: a forked child of a process that has run OpenMP threads can hang.
+        with ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread_each, initargs=(threads,)) as pool:
+            results = list(pool.map(_run_in_worker, jobs))
+    rows = [row for result in results for row in result]
 
     print()
     width = max(12, *(len(r["recipe"]) for r in rows))
-    print(f"{'recipe':{width}s} {'seconds':>7s} {'steps':>6s} {'FD':>8s} {'entropy':>7s} {'legible':>7s} "
-          f"{'IS':>5s}  missing")
+    print(f"{'recipe':{width}s} {'seed':>4s} {'seconds':>7s} {'steps':>6s} {'FD':>8s} "
+          f"{'entropy':>7s} {'legible':>7s} {'IS':>5s}  missing")
     for r in rows:
-        print(f"{r['recipe']:{width}s} {r['seconds']:7.0f} {r['steps']:6d} {r['frechet_distance']:8.2f} "
-              f"{r['class_entropy']:7.3f} {r['legible']:7.1%} {r['inception_score']:5.2f}  "
-              f"{','.join(map(str, r['classes_missing'])) or '-'}")
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    plot(rows, floor, args.plot)
-    print(f"plot: {args.plot}")
+        print(f"{r['recipe']:{width}s} {r['seed']:4d} {r['seconds']:7.0f} {r['steps']:6d} "
+              f"{r['frechet_distance']:8.2f} {r['class_entropy']:7.3f} {r['legible']:7.1%} "
+              f"{r['inception_score']:5.2f}  {','.join(map(str, r['classes_missing'])) or '-'}")
+    if len(args.seeds) > 1:
+        print(f"\nmeans over seeds {', '.join(map(str, args.seeds))}:")
+        for (recipe, steps_or_seconds), mine in mean_over_seeds(rows).items():
+            print(f"{recipe:{width}s} {steps_or_seconds:>8.0f} {by:7s} "
+                  f"FD {sum(r['frechet_distance'] for r in mine) / len(mine):8.2f}  "
+                  f"legible {sum(r['legible'] for r in mine) / len(mine):6.1%}")
+    if by == "seconds":
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot(rows, floor, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def mean_over_seeds(rows: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    """Rows grouped by (recipe, budget), in first-seen order; the budget is a step count
+    or a number of seconds, as the run was given."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["recipe"], r["budget"]), []).append(r)
+    return groups
 
 
 if __name__ == "__main__":

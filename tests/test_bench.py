@@ -20,7 +20,7 @@ def quality():
 def test_quality_bench_scores_each_sampler_at_each_budget(quality, mnist_small, tmp_path):
     rows = quality.run("course FC", {**quality.RECIPES["course FC"], "batch_size": 64},
                        [0.5, 1.0], n=300, data=mnist_small, raw=True, g_statistics=True)
-    assert [(r["recipe"], r["seconds"]) for r in rows] == [
+    assert [(r["recipe"], r["budget"]) for r in rows] == [
         (name, budget) for budget in (0.5, 1.0)
         for name in ("course FC", "course FC (G)", "course FC (G's BN stats)")
     ]
@@ -30,6 +30,7 @@ def test_quality_bench_scores_each_sampler_at_each_budget(quality, mnist_small, 
     assert 0 < steps[0] == steps[1] == steps[2] <= steps[3] == steps[4] == steps[5]
     for r in rows:
         assert r["n"] == 300 and r["frechet_distance"] > 0 and 0 <= r["legible"] <= 1
+    assert all(r["seed"] == 0 and r["seconds"] >= r["budget"] for r in rows)
     quality.plot(rows, floor=2.5, path=tmp_path / "q.png")
     assert (tmp_path / "q.png").stat().st_size > 0
 
@@ -39,3 +40,18 @@ def test_quality_bench_reads_variants(quality):
         "batch_size": 256, "lr": 0.001, "g_batchnorm": False}
     with pytest.raises(SystemExit, match="bad variant"):
         quality.parse_variant("batchsize=3")
+
+
+def test_quality_bench_stops_at_step_counts_and_groups_seeds(quality, mnist_small):
+    options = {**quality.RECIPES["course FC"], "batch_size": 32, "ema": 0.0,
+               "g_batchnorm": False}  # G itself, whose samples differ from step 1
+    rows = [row for seed in (0, 1) for row in quality.run(
+        "course FC", {**options, "seed": seed}, [3, 5], n=200, data=mnist_small,
+        raw=False, by="steps")]
+    assert [(r["seed"], r["budget"], r["steps"]) for r in rows] == [
+        (0, 3, 3), (0, 5, 5), (1, 3, 3), (1, 5, 5)]
+    # Different seeds train different networks, so their samples score differently.
+    assert rows[1]["frechet_distance"] != rows[3]["frechet_distance"]
+    groups = quality.mean_over_seeds(rows)
+    assert list(groups) == [("course FC", 3), ("course FC", 5)]
+    assert [r["seed"] for r in groups[("course FC", 5)]] == [0, 1]
