@@ -11,7 +11,10 @@ transform is differentiable, G's gradient passes through it.
 
 The course uses DiffAugment's *translation*: each image moves by a random whole number of
 pixels, the gap filled with background (-1, black). It is the augmentation that suits
-MNIST: a digit shifted by two pixels is still the same digit.
+MNIST: a digit shifted by two pixels is still the same digit. The course FC recipe
+shifts by up to 1 pixel for its first 10,000 steps and by up to 2 after that
+(``TrainConfig.augment_ramp``): the gentler shift lets G learn faster while D does not
+yet know the digits by heart, and the full one keeps long runs from drifting.
 """
 
 from __future__ import annotations

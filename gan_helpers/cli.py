@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--augment", type=_nonnegative_int, default=None, metavar="PIXELS",
                        help="D sees real and fake images moved by up to PIXELS pixels "
                        "(DiffAugment translation; course: 2; 0 turns it off, as in the seed)")
+    hyper.add_argument("--augment-ramp", type=_nonnegative_int, default=None, metavar="STEPS",
+                       help="start D's shifts at 1 pixel and widen them by 1 every STEPS steps "
+                       "up to --augment (course FC: 10000; 0: the full shift from the start)")
     hyper.add_argument("--decay-start", type=_nonnegative_int, default=None, metavar="STEP",
                        help="step where the lr starts falling (with --decay-steps)")
     hyper.add_argument("--decay-steps", type=_nonnegative_int, default=None, metavar="N",
@@ -216,7 +219,7 @@ def _run_train(args) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}"
             for name in ("model", "dataset", "recipe", "batch_size", "lr", "g_lr_factor", "b1", "b2",
-                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "augment",
+                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "augment", "augment_ramp",
                          "seed", "decay_start", "decay_steps")
             if getattr(args, name) is not None
         ]

@@ -36,8 +36,9 @@ CHECKPOINT_FORMAT = "gan-course-checkpoint"
 CHECKPOINT_VERSION = 1
 SEED_EPOCHS = 300  # the seed's run length (its gan.py defaults to 200)
 SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "g_lr_factor": 1.0, "b1": 0.5, "b2": 0.999,
-               "g_batchnorm": False, "ema": 0.0, "augment": 0}
-COURSE_DCGAN = {"batch_size": 64, "lr": 0.0005, "g_lr_factor": 2.0, "b1": 0.0, "augment": 0}
+               "g_batchnorm": False, "ema": 0.0, "augment": 0, "augment_ramp": 0}
+COURSE_DCGAN = {"batch_size": 64, "lr": 0.0005, "g_lr_factor": 2.0, "b1": 0.0, "augment": 0,
+                "augment_ramp": 0}
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     width: int = 32
     ema: float = 0.999
     augment: int = 2
+    augment_ramp: int = 10000
     decay_start: int = 0
     decay_steps: int = 0
     seed: int = 0
@@ -83,7 +85,12 @@ class TrainConfig:
         0 instead of 0.5 (as StyleGAN and BigGAN train: little use for momentum in a
         game whose other side keeps moving); D sees every image, real and fake, moved
         by up to ``augment`` (2) pixels (``gan_helpers.augment``: it keeps D from
-        learning the 10,000 shipped digits by heart); and it samples from an
+        learning the 10,000 shipped digits by heart), but by 1 pixel only for the first
+        ``augment_ramp`` (10,000) steps: early on, before D could know the digits by
+        heart, the weaker shift lets G learn faster, and the full shift then keeps long
+        runs from drifting, as a 1-pixel shift throughout does (augmentation that grows
+        as training goes, as in Zhang & Khoreva 2019, "Progressive Augmentation of
+        GANs"); and it samples from an
         exponential moving average of G's weights (``ema``, 0.999), which smooths out
         the step-to-step wobble of the adversarial game, with BatchNorm statistics
         recomputed for the averaged weights (``standing_statistics``). For DCGAN the
@@ -118,7 +125,7 @@ class TrainConfig:
             raise ValueError(
                 f"augment is the largest shift in pixels, 0 (off) to 7, got {self.augment}"
             )
-        for name in ("decay_start", "decay_steps"):
+        for name in ("augment_ramp", "decay_start", "decay_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not 0.0 <= self.ema < 1.0:
@@ -130,12 +137,21 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
+    def augment_shift(self, step: int) -> int:
+        """The largest shift, in pixels, of the images D sees at ``step``: ``augment``,
+        or with ``augment_ramp`` > 0, 1 pixel for the first ``augment_ramp`` steps, 2 for
+        the next ``augment_ramp``, and so on up to ``augment``."""
+        if not self.augment_ramp:
+            return self.augment
+        return min(self.augment, 1 + step // self.augment_ramp)
+
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        # Checkpoints from before ``augment`` and ``g_lr_factor`` existed trained
-        # without augmentation and with one lr for both networks.
-        values = {"augment": 0, "g_lr_factor": 1.0, **values}
+        # Checkpoints from before ``augment``, ``augment_ramp`` and ``g_lr_factor``
+        # existed trained without augmentation, then with the full shift from step 0,
+        # and with one lr for both networks.
+        values = {"augment": 0, "augment_ramp": 0, "g_lr_factor": 1.0, **values}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -341,10 +357,7 @@ class GANTrainer:
         self.opt_d = make_optimizer(self.discriminator, config)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.augment_rng = torch.Generator(self.device).manual_seed(config.seed + 3)
-        self.augment = (
-            partial(translate, max_shift=config.augment, generator=self.augment_rng)
-            if config.augment else None
-        )
+        self.augment = self._augmentation(0)
         self.fixed_noise = torch.randn(
             config.n_samples, config.latent_dim,
             generator=torch.Generator().manual_seed(config.seed + 2),
@@ -372,6 +385,12 @@ class GANTrainer:
     @property
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
+
+    def _augmentation(self, step: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """What D's inputs pass through at ``step``: ``translate`` by up to
+        ``config.augment_shift(step)`` pixels, or None where that is 0."""
+        shift = self.config.augment_shift(step)
+        return partial(translate, max_shift=shift, generator=self.augment_rng) if shift else None
 
     def learning_rate(self, step: int) -> float:
         """D's lr for training step ``step`` (0-based): ``config.lr``, falling linearly to
@@ -429,6 +448,8 @@ class GANTrainer:
                         (real.shape[0],) + z_shape[1:], generator=self.noise_rng,
                         device=self.device,
                     )
+                    if self.config.augment_ramp:
+                        self.augment = self._augmentation(self.step)
                     if self.config.decay_steps:
                         lr = self.learning_rate(self.step)
                         for group in self.opt_d.param_groups:

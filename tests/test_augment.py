@@ -85,3 +85,26 @@ def test_trainer_augments_by_config(mnist_small):
     assert TrainConfig.from_dict(legacy).augment == 0
     with pytest.raises(ValueError, match="augment is the largest shift in pixels"):
         TrainConfig.for_recipe("course", augment=8)
+
+
+def test_augment_ramp_grows_the_shift_one_pixel_at_a_time(mnist_small):
+    ramp = TrainConfig.for_recipe("course", augment=3, augment_ramp=5)
+    assert [ramp.augment_shift(step) for step in (0, 4, 5, 9, 10, 10**6)] == [1, 1, 2, 2, 3, 3]
+    assert TrainConfig.for_recipe("course", augment_ramp=0).augment_shift(0) == 2, "no ramp"
+    course = TrainConfig.for_recipe("course")
+    assert [course.augment_shift(step) for step in (0, 9999, 10000)] == [1, 1, 2]
+    for other in (TrainConfig.for_recipe("seed", augment=2),
+                  TrainConfig.for_recipe("course", model="dcgan", augment=2)):
+        assert other.augment_ramp == 0 and other.augment_shift(0) == 2
+    assert TrainConfig.for_recipe("course", augment=0, augment_ramp=5).augment_shift(9) == 0
+    trainer = GANTrainer(TrainConfig.for_recipe("course", batch_size=32, augment=2,
+                                                augment_ramp=4), data=mnist_small)
+    shifts = {}  # steps done -> the largest shift D saw in the step just done
+    trainer.fit(steps=6, progress=False, hook_every=1, hooks=[
+        lambda event: shifts.update({event.step: event.trainer.augment.keywords["max_shift"]})])
+    assert shifts == {1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 6: 2}
+    # Checkpoints written before the option existed had no ramp.
+    legacy = {k: v for k, v in vars(ramp).items() if k != "augment_ramp"}
+    assert TrainConfig.from_dict(legacy).augment_ramp == 0
+    with pytest.raises(ValueError, match="augment_ramp must be 0 or more"):
+        TrainConfig.for_recipe("course", augment_ramp=-1)

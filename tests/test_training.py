@@ -125,12 +125,15 @@ def params(trainer):
             + list(trainer.sampler.state_dict().values())]
 
 
-@pytest.mark.parametrize("model,recipe,decay", [
-    ("fc", "course", 0), ("dcgan", "course", 0), ("fc", "seed", 0), ("fc", "course", 11),
+@pytest.mark.parametrize("model,recipe,decay,ramp", [
+    ("fc", "course", 0, 0), ("dcgan", "course", 0, 0), ("fc", "seed", 0, 0),
+    ("fc", "course", 11, 0), ("fc", "course", 0, 8),
 ])
-def test_resume_is_bit_exact(tmp_path, mnist_small, model, recipe, decay):
-    # 512 / 48: resume crosses an epoch edge; with decay, the lr falls from step 3 to 0 at 14.
-    cfg = small(model, recipe=recipe, batch_size=48, decay_start=3 if decay else 0, decay_steps=decay)
+def test_resume_is_bit_exact(tmp_path, mnist_small, model, recipe, decay, ramp):
+    # 512 / 48: resume crosses an epoch edge; with decay, the lr falls from step 3 to 0 at
+    # 14; with the ramp, D's shift grows from 1 to 2 pixels at step 8, after the resume.
+    cfg = small(model, recipe=recipe, batch_size=48, decay_start=3 if decay else 0,
+                decay_steps=decay, augment_ramp=ramp)
     straight = GANTrainer(cfg, data=mnist_small).fit(steps=14, progress=False)
 
     first = GANTrainer(cfg, data=mnist_small, out_dir=tmp_path).fit(steps=6, progress=False)
