@@ -219,7 +219,7 @@ def main() -> None:
           f"{'entropy':>7s} {'legible':>7s} {'IS':>5s}  missing")
     for r in rows:
         print(f"{r['recipe']:{width}s} {r['seed']:4d} {r['seconds']:7.0f} {r['steps']:6d} "
-              f"{r['frechet_distance']:8.2f} {r['class_entropy']:7.3f} {r['legible']:7.1%} "
+              f"{r['frechet_distance']:8.2f} {r['class_entropy']:7.3f} {r['legible']:7.2%} "
               f"{r['inception_score']:5.2f}  {','.join(map(str, r['classes_missing'])) or '-'}")
     if len(args.seeds) > 1:
         print(f"\nmeans over seeds {', '.join(map(str, args.seeds))}:")
