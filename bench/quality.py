@@ -115,9 +115,11 @@ def _one_thread_each(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_in_worker(job: tuple) -> list[dict]:
+def run_job(job: tuple, data=None) -> list[dict]:
+    """``run`` for one (name, options, budgets, n, raw, g_statistics, by) tuple; a worker
+    process loads the data itself."""
     name, options, budgets, n, raw, g_statistics, by = job
-    return run(name, options, budgets, n, load_images(), raw, g_statistics, by)
+    return run(name, options, budgets, n, data or load_images(), raw, g_statistics, by)
 
 
 def plot(rows: list[dict], floor: float, path: Path) -> None:
@@ -204,13 +206,12 @@ def main() -> None:
             jobs.append((name, {**options, "seed": seed}, budgets, args.n, args.raw,
                          args.g_statistics, by))
     if args.jobs == 1:
-        results = [run(name, options, budgets, n, data, raw, g_stats, by)
-                   for name, options, budgets, n, raw, g_stats, by in jobs]
+        results = [run_job(job, data) for job in jobs]
     else:
         # spawn, not fork: a forked child of a process that has run OpenMP threads can hang.
         with ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
                                  initializer=_one_thread_each, initargs=(threads,)) as pool:
-            results = list(pool.map(_run_in_worker, jobs))
+            results = list(pool.map(run_job, jobs))
     rows = [row for result in results for row in result]
 
     print()
@@ -226,7 +227,7 @@ def main() -> None:
         for (recipe, steps_or_seconds), mine in mean_over_seeds(rows).items():
             print(f"{recipe:{width}s} {steps_or_seconds:>8.0f} {by:7s} "
                   f"FD {sum(r['frechet_distance'] for r in mine) / len(mine):8.2f}  "
-                  f"legible {sum(r['legible'] for r in mine) / len(mine):6.1%}")
+                  f"legible {sum(r['legible'] for r in mine) / len(mine):7.2%}")
     if by == "seconds":
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(rows, floor, args.plot)
