@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="BatchNorm in the FC generator's hidden layers")
     hyper.add_argument("--ema", type=float, default=None,
                        help="sample from a moving average of G's weights with this decay "
-                       "(course: 0.999; 0 turns it off, as in the seed)")
+                       "(course: 0.9999; 0 turns it off, as in the seed)")
     hyper.add_argument("--augment", type=_nonnegative_int, default=None, metavar="PIXELS",
                        help="D sees real and fake images moved by up to PIXELS pixels "
                        "(DiffAugment translation; course: 2; 0 turns it off, as in the seed)")

@@ -63,7 +63,7 @@ class TrainConfig:
     loss: str = "bce"
     g_batchnorm: bool = True
     width: int = 32
-    ema: float = 0.999
+    ema: float = 0.9999
     augment: int = 2
     augment_ramp: int = 10000
     decay_start: int = 0
@@ -91,9 +91,12 @@ class TrainConfig:
         runs from drifting, as a 1-pixel shift throughout does (augmentation that grows
         as training goes, as in Zhang & Khoreva 2019, "Progressive Augmentation of
         GANs"); and it samples from an
-        exponential moving average of G's weights (``ema``, 0.999), which smooths out
-        the step-to-step wobble of the adversarial game, with BatchNorm statistics
-        recomputed for the averaged weights (``standing_statistics``). For DCGAN the
+        exponential moving average of G's weights, which smooths out the step-to-step
+        wobble of the adversarial game: after a warm-up it spans about the last ninth of
+        the run, up to ``1 / (1 - ema)`` = 10,000 steps (``ema`` 0.9999; a cap of 1,000
+        steps, 0.999, drew digits a little less legible and farther from real ones at
+        11,400 and 16,000 steps; README, "Recipes"), with BatchNorm statistics recomputed for the averaged
+        weights (``standing_statistics``). For DCGAN the
         course uses batch 64, lr 0.0005 for D (the DCGAN paper's 0.0002 learns too slowly
         for a few CPU minutes) and, as for FC, twice that for G with beta1 0 (the paper:
         0.5), no augmentation (in 300-s runs it held DCGAN back), and width 32 (a third
@@ -555,7 +558,8 @@ class GANTrainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        # Warm-up: early on the average follows G closely, later it averages ~1/(1-ema) steps.
+        # Warm-up: the average spans about the last ninth of the steps so far (decay
+        # (1 + t) / (10 + t)), until that reaches ~1/(1-ema) steps.
         decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
         ema_params = list(self.ema_generator.parameters())
         torch._foreach_lerp_(ema_params, list(self.generator.parameters()), 1.0 - decay)

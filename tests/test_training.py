@@ -289,6 +289,20 @@ def test_ema_sampler(mnist_small, tmp_path):
     assert TrainConfig.for_recipe("seed").ema == 0.0
 
 
+def test_ema_warm_up_spans_a_ninth_of_the_run(mnist_small):
+    """Early on the average's decay is (1 + t) / (10 + t), whatever the cap ``ema``:
+    the course's 0.9999 and the old 0.999 give the same average until the warm-up
+    reaches the cap; a cap below the warm-up's decay gives another one."""
+    def average(ema):
+        t = GANTrainer(small(ema=ema, sample_interval=1000), data=mnist_small)
+        t.fit(steps=12, progress=False)
+        return torch.cat([p.flatten() for p in t.ema_generator.parameters()])
+
+    assert TrainConfig().ema == 0.9999
+    assert torch.equal(average(0.9999), average(0.999))
+    assert not torch.equal(average(0.9999), average(0.5))
+
+
 def _normalised_bn_inputs(generator, noise):
     """Per BatchNorm layer of ``generator`` (eval mode): the per-channel mean and variance
     of its inputs on ``noise`` after normalising them with the layer's running statistics."""
