@@ -119,7 +119,7 @@ def run_job(job: tuple, data=None) -> list[dict]:
     """``run`` for one (name, options, budgets, n, raw, g_statistics, by) tuple; a worker
     process loads the data itself."""
     name, options, budgets, n, raw, g_statistics, by = job
-    return run(name, options, budgets, n, data or load_images(), raw, g_statistics, by)
+    return run(name, options, budgets, n, data if data is not None else load_images(), raw, g_statistics, by)
 
 
 def plot(rows: list[dict], floor: float, path: Path) -> None:

@@ -90,13 +90,13 @@ class TrainConfig:
         heart, the weaker shift lets G learn faster, and the full shift then keeps long
         runs from drifting, as a 1-pixel shift throughout does (augmentation that grows
         as training goes, as in Zhang & Khoreva 2019, "Progressive Augmentation of
-        GANs"); and it samples from an
-        exponential moving average of G's weights, which smooths out the step-to-step
-        wobble of the adversarial game: after a warm-up it spans about the last ninth of
-        the run, up to ``1 / (1 - ema)`` = 10,000 steps (``ema`` 0.9999; a cap of 1,000
-        steps, 0.999, drew digits a little less legible and farther from real ones at
-        11,400 and 16,000 steps; README, "Recipes"), with BatchNorm statistics recomputed for the averaged
-        weights (``standing_statistics``). For DCGAN the
+        GANs"); and it samples from an exponential moving average of G's weights,
+        which smooths out the step-to-step wobble of the adversarial game: after a
+        warm-up it spans about the last ninth of the run, up to ``1 / (1 - ema)`` =
+        10,000 steps (``ema`` 0.9999; a cap of 1,000 steps, 0.999, drew digits a little
+        less legible and farther from real ones at 11,400 and 16,000 steps; README,
+        "Recipes"), with BatchNorm statistics recomputed for the averaged weights
+        (``standing_statistics``). For DCGAN the
         course uses batch 64, lr 0.0005 for D (the DCGAN paper's 0.0002 learns too slowly
         for a few CPU minutes) and, as for FC, twice that for G with beta1 0 (the paper:
         0.5), no augmentation (in 300-s runs it held DCGAN back), and width 32 (a third
