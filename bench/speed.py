@@ -1,6 +1,6 @@
 """Training throughput: the seed's loop against the course loop, on the same FC models.
 
-    python bench/speed.py [--seconds 5] [--rounds 5] [--threads N]
+    python bench/speed.py [--seconds 5] [--rounds 5] [--threads N] [--compile]
 
 Measures images per second through a full G and D step:
 
@@ -15,6 +15,10 @@ Measures images per second through a full G and D step:
 - the course loop under ``torch.autocast("cpu", dtype=torch.bfloat16)``: matrix
   products in bfloat16, which this CPU may run faster (AVX512-BF16, AMX). The course
   does not train this way (it changes the numerics); the rows show what it would buy.
+- with ``--compile``, the course loop with G and D wrapped in ``torch.compile``
+  (TorchInductor, which needs a C++ compiler), at batch 64 and 256: whether fusing the
+  small element-wise operations between the matrix products pays on this CPU. The
+  course does not compile (it would cost every run the compilation time first).
 
 The machine's speed drifts (a shared 2-core VM here: the same loop has measured 6k and
 9k images/s minutes apart), so the loops take turns: each round runs every loop for
@@ -101,10 +105,12 @@ class CourseLoop:
     step does not do; the bench times it separately. ``model="dcgan"`` times the course
     DCGAN recipe instead, in the channels-last memory format the trainer uses on the
     CPU or, with ``channels_last=False``, in PyTorch's default layout. ``bf16`` runs the
-    steps under bfloat16 autocast (speed only; the course trains in float32)."""
+    steps under bfloat16 autocast (speed only; the course trains in float32);
+    ``compiled`` wraps G and D in ``torch.compile`` (same maths)."""
 
     def __init__(self, images: ImageSet, batch_size: int, augment: int = 0,
-                 model: str = "fc", channels_last: bool = True, bf16: bool = False) -> None:
+                 model: str = "fc", channels_last: bool = True, bf16: bool = False,
+                 compiled: bool = False) -> None:
         if model == "fc":
             config = TrainConfig.for_recipe(
                 "course", batch_size=batch_size, g_batchnorm=False, augment=augment
@@ -116,6 +122,9 @@ class CourseLoop:
             t = self.trainer
             for net in (t.generator, t.discriminator, t.ema_generator):
                 net.to(memory_format=torch.contiguous_format)
+        if compiled:
+            self.trainer.generator = torch.compile(self.trainer.generator)
+            self.trainer.discriminator = torch.compile(self.trainer.discriminator)
         self.batch_size = batch_size
         self.bf16 = bf16
 
@@ -167,6 +176,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per loop per round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (the figures are medians)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the course loop with G and D under torch.compile")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,8 +190,15 @@ def main() -> None:
              "DCGAN 64 NCHW": CourseLoop(images, 64, model="dcgan", channels_last=False),
              "course 64 bf16": CourseLoop(images, 64, bf16=True),
              "course 256 bf16": CourseLoop(images, 256, bf16=True)}
-    for loop in loops.values():
-        loop.run(1.0)  # warm-up: first-call allocations, caches
+    if args.compile:
+        loops["course 64 compiled"] = CourseLoop(images, 64, compiled=True)
+        loops["course 256 compiled"] = CourseLoop(images, 256, compiled=True)
+    for name, loop in loops.items():
+        start = time.perf_counter()
+        loop.run(1.0)  # warm-up: first-call allocations, caches, compilation
+        if name.endswith("compiled"):
+            print(f"{name}: warm-up, compilation included, took "
+                  f"{time.perf_counter() - start:.0f} s")
     rates: dict[str, list[float]] = {name: [] for name in loops}
     limits, ratios, shares = [], [], []
     flops = flops_per_image(images, 256)
@@ -210,6 +228,11 @@ def main() -> None:
           f"batch 64 {median['course 64 bf16']:.0f} images/s, {statistics.median(bf16_ratio):.2f}x "
           f"the seed loop; batch 256 {median['course 256 bf16']:.0f} images/s, "
           f"{statistics.median(bf16_share):.0%} of the fp32 matmul limit (medians over rounds)")
+    if args.compile:
+        compiled_ratio = [a / b for a, b in zip(rates["course 64 compiled"], rates["course 64"])]
+        print(f"course loop under torch.compile: batch 64 {median['course 64 compiled']:.0f} "
+              f"images/s, batch 256 {median['course 256 compiled']:.0f} images/s; compiled / "
+              f"eager at batch 64 within a round: median {statistics.median(compiled_ratio):.2f}")
     print(f"one image costs {flops / 1e6:.1f} MFLOP per training step (G step + D step)")
     print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
           f"{statistics.median(shares):.0%} of it (median over rounds; "
