@@ -99,8 +99,8 @@ class TrainConfig:
         (``standing_statistics``). For DCGAN the
         course uses batch 64, lr 0.0005 for D (the DCGAN paper's 0.0002 learns too slowly
         for a few CPU minutes) and, as for FC, twice that for G with beta1 0 (the paper:
-        0.5), no augmentation (in 300-s runs it held DCGAN back), and width 32 (a third
-        of the CPU time of pytorch/examples' 64).
+        0.5), no augmentation (in 300-s runs it held DCGAN back), and width 32 (2.6 times
+        the steps of pytorch/examples' 64 in the same CPU time; README, "Sample quality").
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
