@@ -195,7 +195,15 @@ def main() -> None:
         loops["course 256 compiled"] = CourseLoop(images, 256, compiled=True)
     for name, loop in loops.items():
         start = time.perf_counter()
-        loop.run(1.0)  # warm-up: first-call allocations, caches, compilation
+        try:
+            loop.run(1.0)  # warm-up: first-call allocations, caches, compilation
+        except Exception as err:
+            if not name.endswith("compiled"):
+                raise
+            first_line = (str(err).strip().splitlines() or [""])[0]
+            raise SystemExit(f"--compile: torch.compile failed ({type(err).__name__}: "
+                             f"{first_line}). TorchInductor needs a working C++ compiler "
+                             "(g++ or clang); run without --compile.") from err
         if name.endswith("compiled"):
             print(f"{name}: warm-up, compilation included, took "
                   f"{time.perf_counter() - start:.0f} s")
