@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--decay-steps", type=_nonnegative_int, default=None, metavar="N",
                        help="lr falls linearly to 0 over N steps from --decay-start, and "
                        "training stops there (for long runs; default 0: the seed's constant lr)")
+    hyper.add_argument("--label-smoothing", type=float, default=None, metavar="S",
+                       help="D's target for real images is 1 - S (one-sided label smoothing; "
+                       "0.1 gives 0.9; default 0, as in the seed)")
     hyper.add_argument("--width", type=_positive_int, default=None,
                        help="DCGAN channel multiplier, ngf = ndf (course: 32; pytorch/examples: 64)")
     hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
@@ -220,7 +223,7 @@ def _run_train(args) -> int:
             f"--{name.replace('_', '-')}"
             for name in ("model", "dataset", "recipe", "batch_size", "lr", "g_lr_factor", "b1", "b2",
                          "latent_dim", "loss", "g_batchnorm", "width", "ema", "augment", "augment_ramp",
-                         "seed", "decay_start", "decay_steps")
+                         "seed", "decay_start", "decay_steps", "label_smoothing")
             if getattr(args, name) is not None
         ]
         if conflicting:

@@ -9,6 +9,13 @@ BCE for one prediction o in (0, 1) and label t in {0, 1} is
   finite losses and useful gradients.
 
 The seed switches between them on one line of gan.py; here the switch is ``loss=``.
+
+One-sided label smoothing (Salimans et al. 2016, "Improved Techniques for Training
+GANs") scores D's predictions on real images against a target a little below 1, such
+as 0.9 (``real_label``), and leaves the fake target at 0 and G's valid label at 1. A D
+that may never be fully sure of a real digit cannot push its outputs to the extremes,
+which keeps its feedback to G informative when it starts to know the training digits
+by heart. The seed uses 1.
 """
 
 from __future__ import annotations
@@ -44,12 +51,21 @@ def generator_loss(criterion: nn.Module, d_on_fake: torch.Tensor) -> torch.Tenso
 
 
 def discriminator_loss(
-    criterion: nn.Module, d_on_real: torch.Tensor, d_on_fake: torch.Tensor
+    criterion: nn.Module, d_on_real: torch.Tensor, d_on_fake: torch.Tensor,
+    real_label: float = 1.0,
 ) -> torch.Tensor:
     """D's loss: (loss on real vs 1 + loss on fake vs 0) / 2, both inputs (N, 1).
 
-    Returns a scalar >= 0; log 2 ~ 0.693 at the equilibrium where D outputs 0.5 on both.
+    ``real_label`` in (0.5, 1] is the target for real images: 1 as in the seed, or a
+    little less for one-sided label smoothing (module docstring). Returns a scalar;
+    log 2 ~ 0.693 at the equilibrium where D outputs 0.5 on both. With ``real_label``
+    below 1 the real half cannot reach 0: its minimum is the entropy of ``real_label``.
     """
-    real_loss = criterion(d_on_real, torch.ones_like(d_on_real))
+    if not 0.5 < real_label <= 1.0:
+        raise ValueError(
+            f"real_label must be in (0.5, 1], got {real_label}: 1 is the seed's valid label, "
+            "0.9 the usual one-sided smoothing"
+        )
+    real_loss = criterion(d_on_real, torch.full_like(d_on_real, real_label))
     fake_loss = criterion(d_on_fake, torch.zeros_like(d_on_fake))
     return (real_loss + fake_loss) / 2

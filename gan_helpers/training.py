@@ -68,6 +68,7 @@ class TrainConfig:
     augment_ramp: int = 10000
     decay_start: int = 0
     decay_steps: int = 0
+    label_smoothing: float = 0.0
     seed: int = 0
     sample_interval: int = 400
     n_samples: int = 64
@@ -106,6 +107,10 @@ class TrainConfig:
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
         schedule, for long runs); 0, the default of both recipes, keeps them constant,
         as the seed does.
+
+        ``label_smoothing`` > 0 trains D to call real images real with target
+        ``1 - label_smoothing`` instead of 1 (one-sided label smoothing; G's valid label
+        stays 1; ``gan_helpers.losses``). 0, the default of both recipes, is the seed's.
         """
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
@@ -131,6 +136,11 @@ class TrainConfig:
         for name in ("augment_ramp", "decay_start", "decay_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(
+                f"label_smoothing must be in [0, 0.5) (0 turns it off; 0.1 makes D's real "
+                f"target 0.9), got {self.label_smoothing}"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
         for name in ("lr", "g_lr_factor"):
@@ -184,14 +194,16 @@ def train_step(
     real: torch.Tensor,
     z: torch.Tensor,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    real_label: float = 1.0,
 ) -> StepStats:
     """One step of the seed's loop: train G, then D, never both at once.
 
     real: (B, 1, 28, 28) in [-1, 1]; z: (B, latent_dim) ~ N(0, 1), one vector per real
     image. ``augment``, if given, maps a batch of images to a transformed batch of the
     same shape; D then sees only transformed images, real and fake, in both steps
-    (``gan_helpers.augment``). Returns the step's losses and mean D outputs as
-    probabilities.
+    (``gan_helpers.augment``). ``real_label`` is D's target for real images (1, or
+    less for one-sided label smoothing). Returns the step's losses and mean D outputs
+    as probabilities.
     """
     seen_by_d = augment if augment is not None else _unchanged
     # ---- Generator: make D call the fakes valid (label 1). ----
@@ -219,7 +231,7 @@ def train_step(
         # (each image is scored alone) and runs as larger, faster matrix products.
         both = seen_by_d(torch.cat([real, fake.detach()]))
         d_on_real, d_on_fake = discriminator(both).split([real.shape[0], fake.shape[0]])
-    d_loss = discriminator_loss(criterion, d_on_real, d_on_fake)
+    d_loss = discriminator_loss(criterion, d_on_real, d_on_fake, real_label)
     d_loss.backward()
     opt_d.step()
 
@@ -463,6 +475,7 @@ class GANTrainer:
                         stats = train_step(
                             self.generator, self.discriminator, self.opt_g, self.opt_d,
                             self.criterion, real, z, self.augment,
+                            1.0 - self.config.label_smoothing,
                         )
                     except RuntimeError as err:
                         # BCELoss refuses NaN probabilities before we could see the loss.

@@ -73,6 +73,8 @@ def test_bad_option_is_one_line(argv, message, capsys):
         (["train", "--b1", "2", "--max-steps", "1"], "b1 must be in [0, 1), got 2.0"),
         (["train", "--augment", "9", "--max-steps", "1"],
          "augment is the largest shift in pixels, 0 (off) to 7, got 9"),
+        (["train", "--label-smoothing", "0.6", "--max-steps", "1"],
+         "label_smoothing must be in [0, 0.5)"),
     ],
 )
 def test_bad_values_are_one_line_errors(argv, message, capsys):
@@ -86,6 +88,16 @@ def test_resume_refuses_architecture_change(trained, capsys):
     assert "--model cannot change on --resume" in capsys.readouterr().err
 
 
+def test_label_smoothing_option_is_saved_and_fixed_on_resume(tmp_path, capsys):
+    argv = ["train", "--label-smoothing", "0.1", "--max-steps", "2", "--batch-size", "32",
+            "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["label_smoothing"] == 0.1
+    resume = ["train", "--resume", str(tmp_path / "checkpoint.pt"), "--label-smoothing", "0"]
+    assert main(resume) == 1
+    assert "--label-smoothing cannot change on --resume" in capsys.readouterr().err
+
+
 def test_sample_refuses_other_suffix(trained, capsys):
     assert main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--out", "x.jpg"]) == 1
     assert "--out must end in .npy or .png" in capsys.readouterr().err
@@ -97,7 +109,8 @@ def test_help_is_complete(capsys):
     text = capsys.readouterr().out
     for option in ("--model", "--dataset", "--epochs", "--max-seconds", "--batch-size", "--lr", "--b1",
                    "--b2", "--latent-dim", "--loss", "--sample-interval", "--seed", "--out", "--resume",
-                   "--recipe", "--augment", "--augment-ramp", "--ema", "--decay-start", "--decay-steps", "--g-lr-factor"):
+                   "--recipe", "--augment", "--augment-ramp", "--ema", "--decay-start", "--decay-steps", "--g-lr-factor",
+                   "--label-smoothing"):
         assert option in text
 
 

@@ -31,6 +31,23 @@ def test_discriminator_loss_is_mean_of_real_and_fake():
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_one_sided_label_smoothing_moves_only_the_real_target():
+    d_real, d_fake = torch.tensor([[0.8], [0.95]]), torch.tensor([[0.3], [0.1]])
+    got = discriminator_loss(nn.BCELoss(), d_real, d_fake, real_label=0.9)
+    expected = (hand_bce([0.8, 0.95], [0.9, 0.9]) + hand_bce([0.3, 0.1], [0, 0])) / 2
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # D's real loss is smallest where D outputs the target itself, not at 1.
+    at_target = discriminator_loss(nn.BCELoss(), torch.full((2, 1), 0.9), d_fake, real_label=0.9)
+    at_one = discriminator_loss(nn.BCELoss(), torch.full((2, 1), 0.999), d_fake, real_label=0.9)
+    assert at_target < at_one
+
+
+@pytest.mark.parametrize("real_label", [0.5, 1.1, 0.0])
+def test_label_smoothing_refuses_impossible_targets(real_label):
+    with pytest.raises(ValueError, match=r"real_label must be in \(0.5, 1\]"):
+        discriminator_loss(nn.BCELoss(), torch.full((2, 1), 0.5), torch.full((2, 1), 0.5), real_label)
+
+
 def test_log2_at_equilibrium():
     half = torch.full((8, 1), 0.5)
     assert discriminator_loss(nn.BCELoss(), half, half).item() == pytest.approx(math.log(2))

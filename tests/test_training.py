@@ -110,6 +110,35 @@ def test_step_stats_are_probabilities():
     assert 0 <= s.d_real.item() <= 1 and 0 <= s.d_fake.item() <= 1 and s.g_loss.item() > 0
 
 
+@pytest.mark.parametrize("real_label", [1.0, 0.9])
+def test_train_step_scores_real_images_against_real_label(real_label):
+    from gan_helpers.losses import discriminator_loss
+
+    g, d, og, od = models_and_opts()
+    real, z = torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 100)
+    with torch.no_grad():  # D's step sees G's fakes from before G's update
+        expected = discriminator_loss(nn.BCELoss(), d(real), d(g(z)), real_label)
+    s = train_step(g, d, og, od, adversarial_loss("bce"), real, z, real_label=real_label)
+    assert s.d_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_trainer_passes_label_smoothing_to_the_step(mnist_small, monkeypatch):
+    import gan_helpers.training as training
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(args[8])
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_step", spy)
+    GANTrainer(small(label_smoothing=0.1), data=mnist_small).fit(steps=2, progress=False)
+    GANTrainer(small(), data=mnist_small).fit(steps=1, progress=False)
+    assert seen == [0.9, 0.9, 1.0]
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        small(label_smoothing=0.5)
+
+
 def test_same_seed_same_images(mnist_small):
     a = GANTrainer(small(seed=7), data=mnist_small).fit(steps=10, progress=False)
     b = GANTrainer(small(seed=7), data=mnist_small).fit(steps=10, progress=False)
