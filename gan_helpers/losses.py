@@ -13,9 +13,9 @@ The seed switches between them on one line of gan.py; here the switch is ``loss=
 One-sided label smoothing (Salimans et al. 2016, "Improved Techniques for Training
 GANs") scores D's predictions on real images against a target a little below 1, such
 as 0.9 (``real_label``), and leaves the fake target at 0 and G's valid label at 1. A D
-that may never be fully sure of a real digit cannot push its outputs to the extremes,
-which keeps its feedback to G informative when it starts to know the training digits
-by heart. The seed uses 1.
+that is never rewarded for full certainty about a real digit stops pushing its outputs
+to the extremes, which is meant to keep its feedback to G informative once it starts to
+know the training digits by heart. The seed uses 1.
 """
 
 from __future__ import annotations
