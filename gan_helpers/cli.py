@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where full data sets live (default data/ in the project, or $GAN_DATA)")
     files.add_argument("--download", action="store_true",
                        help="download the full data set first if it is missing (needs internet)")
-    train.add_argument("--device", default="cpu", help="cpu, cuda, or auto (default cpu)")
+    train.add_argument("--device", default="cpu",
+                       help="cpu, cuda, cuda:N, mps, or auto: the CUDA GPU where there is one (default cpu)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = sub.add_parser("sample", help="draw images from a trained generator",
@@ -209,14 +210,10 @@ def _config_from_args(args):
 
 
 def _run_train(args) -> int:
-    import torch
-
     from .data import load_images
-    from .training import GANTrainer, TrainConfig
+    from .training import GANTrainer, TrainConfig, resolve_device
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     if args.resume is not None:
         # The architecture comes from the checkpoint; only stopping rules may change.
         conflicting = [

@@ -168,8 +168,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-
-
 @dataclass
 class StepStats:
     """What one training step measured (all 0-dim float tensors, detached).
@@ -241,6 +239,43 @@ def train_step(
             g_loss.detach(), d_loss.detach(),
             as_prob(d_on_real).mean(), as_prob(d_on_fake).mean(),
         )
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """The torch.device to train on, checked before any tensor moves: ``"cpu"``,
+    ``"cuda"`` / ``"cuda:N"``, ``"mps"``, or ``"auto"`` (the CUDA GPU where PyTorch sees
+    one, else the CPU). Raises ValueError naming the problem and the fix for a name
+    PyTorch does not know, a kind this course does not train on, or a GPU that is not
+    there (instead of PyTorch's error from deep inside the first ``.to``)."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto"
+        ) from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {device!r}: PyTorch sees no CUDA GPU here (torch.cuda.is_available() "
+                "is False: no GPU, no driver, or a CPU-only build). Use cpu, or auto to take "
+                "the GPU only where there is one."
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {device!r}: there are only {count} CUDA GPU(s), cuda:0 to "
+                f"cuda:{count - 1}"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(
+                f"device {device!r}: Apple's MPS backend is not available here. Use cpu or auto."
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: the course trains on cpu, cuda or mps")
+    return dev
 
 
 def make_optimizer(
@@ -339,13 +374,13 @@ class GANTrainer:
         config: TrainConfig | None = None,
         data: ImageSet | None = None,
         out_dir: str | os.PathLike | None = None,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
         checkpoint_every: float = 120.0,
         log: Callable[[str], None] = print,
     ) -> None:
         self.config = config = config or TrainConfig()
         config.validate()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self.log = log
@@ -771,7 +806,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_generator(
-    path: str | os.PathLike, model: str | None = None, device: str = "cpu"
+    path: str | os.PathLike, model: str | None = None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, TrainConfig]:
     """The generator from a training checkpoint (its weight average when the run kept
     one) or a generator-only file, in eval mode, with its TrainConfig. ``model`` ("fc" / "dcgan"), if given, must match the file."""
@@ -788,7 +823,7 @@ def load_generator(
     # A training checkpoint's sampler is the weight average where the run kept one.
     weights = state.get("generator_ema") or state["generator"]
     _load_module(generator, weights, str(path), "generator")
-    return generator.to(device).eval(), config
+    return generator.to(resolve_device(device)).eval(), config
 
 
 def save_generator(generator: nn.Module, config: TrainConfig, path: str | os.PathLike) -> Path:
@@ -822,12 +857,12 @@ def pretrained(model: str = "fc") -> nn.Module:
 
 @torch.no_grad()
 def generate(
-    generator: nn.Module, n: int, seed: int | None = None, device: str = "cpu"
+    generator: nn.Module, n: int, seed: int | None = None, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
     """Draw ``n`` images from ``generator`` (in eval mode): (n, 1, 28, 28) in [-1, 1].
     A ``seed`` gives the same images every time on the CPU."""
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    z = torch.randn(n, generator.latent_dim, generator=g).to(device)
+    z = torch.randn(n, generator.latent_dim, generator=g).to(resolve_device(device))
     was_training = generator.training
     generator.eval()
     try:
@@ -839,5 +874,6 @@ def generate(
 __all__ = [
     "TrainConfig", "StepStats", "TrainEvent", "GANTrainer", "TrainingDiverged",
     "CheckpointError", "train_step", "atomic_save", "load_checkpoint", "load_generator",
-    "save_generator", "generate", "pretrained", "standing_statistics", "RECIPES", "SEED_EPOCHS",
+    "save_generator", "generate", "pretrained", "standing_statistics", "resolve_device",
+    "RECIPES", "SEED_EPOCHS",
 ]

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from gan_helpers.cli import main
 from gan_helpers.training import load_checkpoint
@@ -75,9 +76,13 @@ def test_bad_option_is_one_line(argv, message, capsys):
          "augment is the largest shift in pixels, 0 (off) to 7, got 9"),
         (["train", "--label-smoothing", "0.6", "--max-steps", "1"],
          "label_smoothing must be in [0, 0.5)"),
+        (["train", "--device", "tpu", "--max-steps", "1"],
+         "unknown device 'tpu': use cpu, cuda, cuda:N, mps or auto"),
+        (["train", "--device", "cuda", "--max-steps", "1"], "PyTorch sees no CUDA GPU here"),
     ],
 )
-def test_bad_values_are_one_line_errors(argv, message, capsys):
+def test_bad_values_are_one_line_errors(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on any machine
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -15,6 +15,7 @@ from gan_helpers.training import (
     TrainingDiverged,
     load_checkpoint,
     load_generator,
+    resolve_device,
     standing_statistics,
     train_step,
 )
@@ -445,6 +446,28 @@ def test_config_validation():
         TrainConfig.for_recipe("fast")
     with pytest.raises(ValueError, match="b1 must be in"):
         TrainConfig.for_recipe("course", b1=1.5)
+
+
+
+def test_resolve_device_names_the_problem(monkeypatch, mnist_small):
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu': use cpu, cuda, cuda:N, mps or auto"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="the course trains on cpu, cuda or mps"):
+        resolve_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU here"):
+        resolve_device("cuda")
+    # The trainer checks before it builds anything, so the message is the same there.
+    with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU here"):
+        GANTrainer(small("fc"), data=mnist_small, device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=r"only 1 CUDA GPU\(s\), cuda:0 to cuda:0"):
+        resolve_device("cuda:3")
 
 
 def test_dcgan_trains_channels_last_and_resumes_older_checkpoints(tmp_path, mnist_small):
