@@ -8,6 +8,29 @@ quality), ``checks`` and ``assignments`` (exercises, release, grading), ``cli``
 (``python -m gan_helpers``).
 """
 
+
+def _installed_version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+try:
+    import torchvision  # noqa: F401  (every module below needs it)
+except RuntimeError as err:  # e.g. "operator torchvision::nms does not exist"
+    import torch
+
+    raise ImportError(
+        f"torchvision {_installed_version('torchvision')} does not fit the installed torch "
+        f"{torch.__version__} ({str(err).splitlines()[0]}). They must be installed as a "
+        "matching pair: `pip install --force-reinstall torch torchvision`, both unpinned "
+        "(or delete .venv and run `make test` again). Pinning torch alone to a local wheel "
+        "is what usually causes this."
+    ) from err
+
 from .data import ImageSet, load_images
 from .losses import adversarial_loss, discriminator_loss, generator_loss
 from .models import (

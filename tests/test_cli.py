@@ -137,3 +137,22 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
     assert step > 0
     assert main(["train", "--resume", str(out / "checkpoint.pt"), "--max-steps", str(step + 3), "--quiet"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 3
+
+
+def test_mismatched_torchvision_gets_an_error_that_names_the_fix(tmp_path):
+    # A torchvision built for another torch fails at import with a RuntimeError about
+    # its operators; a stand-in package that fails the same way takes its place here.
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", "import gan_helpers"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: torchvision")
+    assert "does not fit the installed torch" in last
+    assert "operator torchvision::nms does not exist" in last
+    assert "pip install --force-reinstall torch torchvision" in last
