@@ -38,11 +38,29 @@ def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
     return stripped
 
 
+def read_notebook(path: str | os.PathLike):
+    """``nbformat.read`` (version 4), with a ValueError naming the file when it is
+    missing or is not a Jupyter notebook (a student's returned file can be anything)."""
+    import nbformat
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"notebook {path} does not exist; check the path")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises several kinds (NotJSONError, KeyError, ...)
+        first = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ValueError(
+            f"{path} is not a readable Jupyter notebook ({first}); pass the .ipynb file "
+            "itself, as saved by Jupyter"
+        ) from err
+
+
 def release_notebook(src: str | os.PathLike, dest: str | os.PathLike) -> int:
     """Write the student copy of one notebook; returns the number of solutions removed."""
     import nbformat
 
-    nb = nbformat.read(src, as_version=4)
+    nb = read_notebook(src)
     removed = 0
     for cell in nb.cells:
         if BEGIN in cell.source:
@@ -89,9 +107,7 @@ def grade(
     from .checks import EXERCISES
 
     path = Path(notebook)
-    if not path.exists():
-        raise ValueError(f"notebook {path} does not exist")
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     nb.cells.append(
         nbformat.v4.new_code_cell(

@@ -346,10 +346,11 @@ def _run_export(args) -> int:
 def _run_tidy_notebooks(args) -> int:
     import nbformat
 
+    from .assignments import read_notebook
     from .live import prune_widget_state
 
     for path in args.notebooks:
-        nb = nbformat.read(path, as_version=4)
+        nb = read_notebook(path)
         dropped = prune_widget_state(nb)
         nbformat.write(nb, path)
         print(f"{path}: dropped {dropped} unused widget models")

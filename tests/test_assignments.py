@@ -87,3 +87,16 @@ def test_endless_loop_and_exceptions_are_graded(tmp_path):
     assert report["score"] == 0 and report["max_score"] == 1
     assert "oops" in report["exercises"][0]["feedback"]
     assert any("ZeroDivisionError" in e for e in report["cell_errors"])
+
+
+def test_grade_refuses_what_is_not_a_notebook(tmp_path, capsys):
+    not_a_notebook = tmp_path / "alice.ipynb"
+    not_a_notebook.write_text("def generator(): ...\n")  # a .py saved under the wrong name
+    with pytest.raises(ValueError, match=r"alice.ipynb is not a readable Jupyter notebook"):
+        grade(not_a_notebook)
+    with pytest.raises(ValueError, match=r"notebook .*bob.ipynb does not exist"):
+        grade(tmp_path / "bob.ipynb")
+    assert main(["grade", str(not_a_notebook)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "pass the .ipynb file itself" in err
+    assert err.count("\n") == 1
