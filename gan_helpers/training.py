@@ -80,7 +80,7 @@ class TrainConfig:
         "seed" is gan.py as written: batch 64, lr 0.0002, betas (0.5, 0.999), BCE on
         a sigmoid, no BatchNorm in the FC generator, DataLoader with transforms.
         "course" keeps the seed's networks, loss and step and changes training
-        choices, picked from short CPU runs (README, "Recipes"): BatchNorm in G's
+        choices, picked from short CPU runs (bench/RESULTS.md): BatchNorm in G's
         hidden layers; batch 128; lr 0.0005 for D and twice that for G (``g_lr_factor``
         2: G moves faster, and the weight average below smooths its path); Adam's beta1
         0 instead of 0.5 (as StyleGAN and BigGAN train: little use for momentum in a
@@ -95,13 +95,13 @@ class TrainConfig:
         which smooths out the step-to-step wobble of the adversarial game: after a
         warm-up it spans about the last ninth of the run, up to ``1 / (1 - ema)`` =
         10,000 steps (``ema`` 0.9999; a cap of 1,000 steps, 0.999, drew digits a little
-        less legible and farther from real ones at 11,400 and 16,000 steps; README,
-        "Recipes"), with BatchNorm statistics recomputed for the averaged weights
+        less legible and farther from real ones at 11,400 and 16,000 steps;
+        bench/RESULTS.md), with BatchNorm statistics recomputed for the averaged weights
         (``standing_statistics``). For DCGAN the
         course uses batch 64, lr 0.0005 for D (the DCGAN paper's 0.0002 learns too slowly
         for a few CPU minutes) and, as for FC, twice that for G with beta1 0 (the paper:
         0.5), no augmentation (in 300-s runs it held DCGAN back), and width 32 (2.6 times
-        the steps of pytorch/examples' 64 in the same CPU time; README, "Sample quality").
+        the steps of pytorch/examples' 64 in the same CPU time; bench/RESULTS.md).
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
