@@ -38,7 +38,7 @@ def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
     return stripped
 
 
-def read_notebook(path: str | os.PathLike):
+def read_notebook(path: str | os.PathLike) -> nbformat.NotebookNode:
     """``nbformat.read`` (version 4), with a ValueError naming the file when it is
     missing or is not a Jupyter notebook (a student's returned file can be anything)."""
     import nbformat

@@ -448,7 +448,6 @@ def test_config_validation():
         TrainConfig.for_recipe("course", b1=1.5)
 
 
-
 def test_resolve_device_names_the_problem(monkeypatch, mnist_small):
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown device 'tpu': use cpu, cuda, cuda:N, mps or auto"):
