@@ -1,9 +1,21 @@
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import nn
 
-from gan_helpers.live import LiveDashboard
+from gan_helpers.data import load_shipped_test_split, to_unit_range
+from gan_helpers.live import (
+    WIDGET_STATE,
+    WIDGET_VIEW,
+    LiveDashboard,
+    latent_explorer,
+    prune_widget_state,
+)
+from gan_helpers.models import FCGenerator
 from gan_helpers.plots import new_figure, plot_history
+from gan_helpers.training import GANTrainer, TrainConfig
 
 
 def test_redraws_are_throttled_by_rate_and_by_their_own_cost():
@@ -32,3 +44,122 @@ def test_long_histories_are_thinned_to_max_points():
     assert g_line.get_ydata()[-1] == pytest.approx(sum(history["g_loss"][-10:]) / 10)
     plot_history({k: v[:200] for k, v in history.items()}, axes=axes, smooth=10, max_points=300)
     assert len(axes[0].get_lines()[0].get_xdata()) == 191
+
+
+class Replay(nn.Module):
+    """A stand-in generator that ignores its noise and returns real digits in turn:
+    ``digits`` (K, 1, 28, 28) in [-1, 1], repeated to the batch size."""
+
+    latent_dim = 100
+
+    def __init__(self, digits: torch.Tensor) -> None:
+        super().__init__()
+        self.digits = digits
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        index = torch.arange(z.shape[0]) % self.digits.shape[0]
+        return self.digits[index]
+
+
+def _trainer_with(generator, dataset="mnist"):
+    config = SimpleNamespace(dataset=dataset, latent_dim=100)
+    return SimpleNamespace(config=config, sampler=generator, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def real_digits():
+    images, labels = load_shipped_test_split()
+    return to_unit_range(images[:256]).unsqueeze(1), labels[:256]
+
+
+def test_class_report_warns_when_digits_vanish(real_digits):
+    images, labels = real_digits
+    ones = images[labels == 1][:5]  # a generator that draws nothing but ones
+    report = LiveDashboard("t")._class_report(_trainer_with(Replay(ones)))
+    assert "Warning: no sample looks like 0, 2, 3, 4, 5, 6, 7, 8, 9." in report
+    assert "mode collapse" in report
+
+
+def test_class_report_is_quiet_when_every_digit_is_drawn(real_digits):
+    images, labels = real_digits
+    assert set(labels.tolist()) == set(range(10))
+    report = LiveDashboard("t")._class_report(_trainer_with(Replay(images)))
+    assert "digits among 256 samples" in report and "Warning" not in report
+
+
+def test_class_report_does_not_warn_about_noise():
+    # Early in training nothing is legible: a missing digit then means nothing yet.
+    noise = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    report = LiveDashboard("t")._class_report(_trainer_with(Replay(noise)))
+    assert "legible" in report and "Warning" not in report
+
+
+def test_class_report_is_empty_where_the_digit_classifier_does_not_apply(real_digits):
+    report = LiveDashboard("t")._class_report(_trainer_with(Replay(real_digits[0]), "fashion-mnist"))
+    assert report == ""
+
+
+class Handle:
+    def __init__(self):
+        self.updates = []
+
+    def update(self, obj):
+        self.updates.append(obj)
+
+
+def test_a_run_ends_in_one_static_picture_and_closed_widgets(monkeypatch, mnist_small, tmp_path):
+    import IPython.display
+
+    shown, handle = [], Handle()
+
+    def display(obj, display_id=False):
+        shown.append(obj)
+        return handle if display_id else None
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    config = TrainConfig.for_recipe("course", batch_size=64, sample_interval=1000)
+    trainer = GANTrainer(config, data=mnist_small, out_dir=tmp_path, log=lambda _: None)
+    dash = LiveDashboard("run", updates_per_second=1e-6)  # due once, then only at the end
+    trainer.fit(steps=3, hooks=[dash], progress=False)
+
+    assert dash.updates == 2  # the first step and the final redraw; the throttle held the rest
+    assert shown[0] is dash.widget  # shown live, in place, once
+    (picture,) = handle.updates  # then replaced by a static PNG of the final state
+    assert isinstance(picture, IPython.display.Image) and picture.data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert dash.widget.comm is None and dash.grid.comm is None  # closed: not saved with the notebook
+    assert "step 3" in dash.status.value
+    assert "digits among 256 samples" in shown[-1].data  # the class report stays as HTML
+
+
+def test_prune_widget_state_keeps_only_what_outputs_reach():
+    state = {
+        "box": {"state": {"children": ["IPY_MODEL_img", "IPY_MODEL_slider"]}},
+        "img": {"state": {"value": "png"}},
+        "slider": {"state": {"layout": "IPY_MODEL_layout"}},
+        "layout": {"state": {}},
+        "closed_dashboard": {"state": {"children": ["IPY_MODEL_old_img"]}},
+        "old_img": {"state": {"value": "png"}},
+    }
+    notebook = {
+        "metadata": {"widgets": {WIDGET_STATE: {"state": state}}},
+        "cells": [{"cell_type": "code", "outputs": [{"data": {WIDGET_VIEW: {"model_id": "box"}}}]}],
+    }
+    assert prune_widget_state(notebook) == 2
+    assert set(state) == {"box", "img", "slider", "layout"}
+    assert prune_widget_state({"metadata": {}, "cells": []}) == 0
+
+
+def test_latent_explorer_redraws_on_a_slider_and_restarts_on_the_button():
+    generator = FCGenerator(batchnorm=True)  # in training mode, as a trainer leaves G
+    box = latent_explorer(generator, n_sliders=3, seed=0)
+    image, (s1, _, _, restart, norm) = box.children[0], box.children[1].children
+    first = image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and "|z| =" in norm.value
+    s1.value = 2.0
+    moved = image.value
+    assert moved != first
+    restart.click()
+    assert s1.value == 0.0 and image.value not in (first, moved)
+    # Drawn in eval mode (BatchNorm cannot normalise a batch of one), then handed back
+    # in the mode it came in.
+    assert generator.training
