@@ -6,6 +6,8 @@ import torch
 from gan_helpers import metrics
 from gan_helpers.cli import main
 
+SHIPPED_CLASSIFIER = metrics.weights_path("mnist")
+
 
 @pytest.fixture(scope="module")
 def split():
@@ -83,3 +85,34 @@ def test_pretrained_unknown_name():
 
     with pytest.raises(CheckpointError, match="choose 'fc' or 'dcgan'"):
         pretrained("vae")
+
+
+@pytest.fixture
+def weights_elsewhere(tmp_path, monkeypatch):
+    """Points the package's weights folder at tmp_path for one test, so retraining
+    cannot touch the shipped classifier, and forgets any classifier loaded meanwhile."""
+    monkeypatch.setattr(metrics, "WEIGHTS_DIR", tmp_path)
+    metrics.load_classifier.cache_clear()
+    yield tmp_path
+    metrics.load_classifier.cache_clear()
+
+
+def test_train_classifier_cli_retrains_and_writes_the_weights(weights_elsewhere, split, capsys):
+    shipped = SHIPPED_CLASSIFIER.read_bytes()
+    # Two epochs instead of the default 12: enough to show it learns, in seconds.
+    assert main(["train-classifier", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "training on 8000 images, holding out 2000" in out and "held-out accuracy:" in out
+
+    path = weights_elsewhere / "classifier-mnist.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["dataset"] == "mnist"
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    model = metrics.load_classifier("mnist")  # the new file, not the shipped one
+    acc = metrics.accuracy(model, split["test_x"], split["test_y"])
+    assert acc > 0.9 and abs(state["held_out_accuracy"] - acc) < 0.01
+    noise = torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        confidence = torch.softmax(model(noise), dim=1).max(dim=1).values
+    assert confidence.max() < metrics.CONFIDENT  # outlier exposure: noise is no digit
+    assert SHIPPED_CLASSIFIER.read_bytes() == shipped
