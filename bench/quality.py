@@ -57,14 +57,15 @@ RECIPES = {
 
 def parse_variant(text: str) -> dict:
     """``"batch_size=256,lr=0.001"`` -> {"batch_size": 256, "lr": 0.001}, typed by TrainConfig."""
-    types = {f.name: f.type for f in fields(TrainConfig)}
+    # The annotations are strings ("int", or "int | None" for a recipe-dependent field).
+    types = {f.name: str(f.type).removesuffix(" | None") for f in fields(TrainConfig)}
     options = {}
     for pair in text.split(","):
         key, _, value = pair.partition("=")
         if key not in types or not value:
             raise SystemExit(f"bad variant {text!r}: use KEY=VALUE with KEY one of {', '.join(types)}")
         kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true")}.get(
-            str(types[key]), str)
+            types[key], str)
         options[key] = kind(value)
     return options
 

@@ -35,10 +35,13 @@ RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
 CHECKPOINT_VERSION = 1
 SEED_EPOCHS = 300  # the seed's run length (its gan.py defaults to 200)
+# The training choices that differ between recipes and models. A TrainConfig field left
+# at None takes its value from here (see TrainConfig.for_recipe for why each is so).
+COURSE_FC = {"batch_size": 128, "lr": 0.0005, "g_lr_factor": 2.0, "b1": 0.0, "b2": 0.999,
+             "g_batchnorm": True, "ema": 0.9999, "augment": 2, "augment_ramp": 10000}
+COURSE_DCGAN = {**COURSE_FC, "batch_size": 64, "augment": 0, "augment_ramp": 0}
 SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "g_lr_factor": 1.0, "b1": 0.5, "b2": 0.999,
                "g_batchnorm": False, "ema": 0.0, "augment": 0, "augment_ramp": 0}
-COURSE_DCGAN = {"batch_size": 64, "lr": 0.0005, "g_lr_factor": 2.0, "b1": 0.0, "augment": 0,
-                "augment_ramp": 0}
 
 
 @dataclass
@@ -46,26 +49,30 @@ class TrainConfig:
     """Everything that defines a run; saved in every checkpoint.
 
     The seed's options keep the seed's names (batch_size, lr, b1, b2, latent_dim,
-    sample_interval). The defaults here are the course recipe; ``for_recipe("seed")``
-    gives gan.py's. ``recipe`` picks the data path: "course" keeps the data set in
-    memory and draws batches by index, "seed" uses the seed's DataLoader + transforms.
+    sample_interval). ``recipe`` and ``model`` pick the defaults of the training
+    choices: ``TrainConfig()`` is the course FC recipe, ``TrainConfig(model="dcgan")``
+    the course DCGAN recipe and ``TrainConfig(recipe="seed")`` gan.py's; a value given
+    explicitly always wins (``for_recipe`` says why each default is what it is). The
+    fields shown as ``None`` below hold those recipe values once the config exists.
+    ``recipe`` also picks the data path: "course" keeps the data set in memory and draws
+    batches by index, "seed" uses the seed's DataLoader + transforms.
     """
 
     model: str = "fc"
     dataset: str = "mnist"
     recipe: str = "course"
-    batch_size: int = 128
-    lr: float = 0.0005
-    g_lr_factor: float = 2.0
-    b1: float = 0.0
-    b2: float = 0.999
+    batch_size: int | None = None
+    lr: float | None = None
+    g_lr_factor: float | None = None
+    b1: float | None = None
+    b2: float | None = None
     latent_dim: int = LATENT_DIM
     loss: str = "bce"
-    g_batchnorm: bool = True
+    g_batchnorm: bool | None = None
     width: int = 32
-    ema: float = 0.9999
-    augment: int = 2
-    augment_ramp: int = 10000
+    ema: float | None = None
+    augment: int | None = None
+    augment_ramp: int | None = None
     decay_start: int = 0
     decay_steps: int = 0
     label_smoothing: float = 0.0
@@ -73,9 +80,21 @@ class TrainConfig:
     sample_interval: int = 400
     n_samples: int = 64
 
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
+        if self.recipe == "seed":
+            defaults = SEED_RECIPE
+        else:
+            defaults = COURSE_DCGAN if self.model == "dcgan" else COURSE_FC
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     @classmethod
     def for_recipe(cls, recipe: str = "course", **overrides) -> "TrainConfig":
-        """The defaults of ``recipe`` ("course" or "seed"), with ``overrides`` applied.
+        """The defaults of ``recipe`` ("course" or "seed"), with ``overrides`` applied:
+        ``TrainConfig(recipe=recipe, **overrides)``, checked by ``validate``.
 
         "seed" is gan.py as written: batch 64, lr 0.0002, betas (0.5, 0.999), BCE on
         a sigmoid, no BatchNorm in the FC generator, DataLoader with transforms.
@@ -112,12 +131,7 @@ class TrainConfig:
         ``1 - label_smoothing`` instead of 1 (one-sided label smoothing; G's valid label
         stays 1; ``gan_helpers.losses``). 0, the default of both recipes, is the seed's.
         """
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
-        defaults = SEED_RECIPE if recipe == "seed" else {}
-        if recipe == "course" and overrides.get("model") == "dcgan":
-            defaults = COURSE_DCGAN
-        config = cls(**{**defaults, "recipe": recipe, **overrides})
+        config = cls(recipe=recipe, **overrides)
         config.validate()
         return config
 

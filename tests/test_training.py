@@ -1,6 +1,7 @@
 import math
 import os
 import signal
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -481,3 +482,21 @@ def test_dcgan_trains_channels_last_and_resumes_older_checkpoints(tmp_path, mnis
     assert resumed.step == 4
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights(resumed))
     assert all(torch.isfinite(p).all() for p in resumed.generator.parameters())
+
+
+def test_config_defaults_follow_the_recipe_and_the_model():
+    # What the command line, for_recipe and a bare TrainConfig give must agree: a
+    # student writing TrainConfig(model="dcgan") gets the DCGAN recipe, not FC's.
+    dcgan = TrainConfig(model="dcgan")
+    assert dcgan == TrainConfig.for_recipe("course", model="dcgan")
+    assert (dcgan.batch_size, dcgan.augment, dcgan.augment_ramp) == (64, 0, 0)
+    assert (TrainConfig().batch_size, TrainConfig().augment) == (128, 2)
+    seed = TrainConfig(recipe="seed")
+    assert seed == TrainConfig.for_recipe("seed")
+    assert (seed.lr, seed.b1, seed.g_lr_factor, seed.ema, seed.g_batchnorm) == (0.0002, 0.5, 1.0, 0.0, False)
+    assert TrainConfig(model="dcgan", batch_size=32, augment=1).batch_size == 32  # given values win
+    assert TrainConfig(recipe="seed", ema=0.999).ema == 0.999
+    saved = asdict(TrainConfig(model="dcgan", lr=0.001))
+    assert TrainConfig.from_dict(saved) == TrainConfig(model="dcgan", lr=0.001)
+    with pytest.raises(ValueError, match="unknown recipe 'fast': choose one of course, seed"):
+        TrainConfig(recipe="fast")
