@@ -6,6 +6,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SECONDS_TO_TRAIN ?= 120
+# ipykernel 7.3+ warns at every kernel start that its local TCP sockets are unencrypted;
+# "auto" has jupyter_client give each kernel CurveZMQ keys where the kernel supports them.
+KERNEL_ENCRYPTION := --KernelManager.transport_encryption=auto
 
 .PHONY: setup train test test-browser lab notebooks bench clean
 
@@ -32,12 +35,12 @@ test-browser: $(STAMP)
 
 # Re-execute the notebooks in place, full length, to refresh their committed outputs.
 notebooks: $(STAMP)
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace $(KERNEL_ENCRYPTION) \
 		--ExecutePreprocessor.timeout=1800 notebooks/*.ipynb notebooks/assignments/*.ipynb
 	$(PY) -m gan_helpers tidy-notebooks notebooks/*.ipynb notebooks/assignments/*.ipynb
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/
+	$(VENV)/bin/jupyter lab $(KERNEL_ENCRYPTION) $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/
 
 bench: $(STAMP)
 	$(PY) bench/speed.py

@@ -103,6 +103,7 @@ def grade(
     """
     import nbformat
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     from .checks import EXERCISES
 
@@ -118,6 +119,9 @@ def grade(
     client = NotebookClient(
         nb, timeout=cell_timeout, allow_errors=True, interrupt_on_timeout=True,
         kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent.resolve())}},
+        # ipykernel 7.3+ warns at every start that its local TCP sockets are unencrypted;
+        # "auto" has jupyter_client give the kernel CurveZMQ keys where it supports them.
+        config=Config({"KernelManager": {"transport_encryption": "auto"}}),
     )
     failure = None
     try:

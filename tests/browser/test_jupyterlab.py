@@ -68,7 +68,8 @@ def lab(tmp_path_factory):
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={work}", "--ServerApp.port_retries=0",
-         "--LabApp.news_url="] + (["--allow-root"] if os.geteuid() == 0 else []),
+         "--LabApp.news_url=", "--KernelManager.transport_encryption=auto",  # as `make lab`
+         ] + (["--allow-root"] if os.geteuid() == 0 else []),
         cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
