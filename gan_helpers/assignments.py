@@ -9,10 +9,14 @@ SOLUTION``, so the same notebooks also work with nbgrader.
 - ``grade(notebook)`` executes a notebook in a fresh kernel with a time limit per cell
   (errors and endless loops are recorded, not fatal), then runs every exercise's check
   (``gan_helpers.checks``) on what the notebook defined, and returns the scores.
+- ``grade_class(notebooks)`` grades a whole class's returns, one after another; a file
+  that is not a notebook gets an error entry instead of stopping the rest.
+  ``write_grades_csv`` turns the reports into one spreadsheet row per notebook.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -163,3 +167,41 @@ def format_report(report: dict) -> str:
         lines.append(f"  note: {err}")
     lines.append(f"Score: {report['score']}/{report['max_score']}")
     return "\n".join(lines)
+
+
+def grade_class(
+    notebooks: list[str | os.PathLike], cell_timeout: float = 120.0, log=None
+) -> list[dict]:
+    """``grade`` each of ``notebooks`` in turn. A file that cannot be read as a notebook
+    gets ``{"notebook": path, "error": message}`` instead of a score, and the others are
+    still graded. ``log``, if given, is called with each report as it is done."""
+    reports = []
+    for path in notebooks:
+        try:
+            report = grade(path, cell_timeout=cell_timeout)
+        except ValueError as err:
+            report = {"notebook": str(path), "error": str(err)}
+        reports.append(report)
+        if log is not None:
+            log(report)
+    return reports
+
+
+def write_grades_csv(reports: list[dict], path: str | os.PathLike) -> Path:
+    """One row per report: notebook, score, max_score, one column per exercise (its
+    score, empty where the notebook did not attempt it) and error (empty when graded).
+    Opens in any spreadsheet."""
+    names: list[str] = []
+    for report in reports:
+        for e in report.get("exercises", []):
+            if e["name"] not in names:
+                names.append(e["name"])
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["notebook", "score", "max_score", *names, "error"])
+        for r in reports:
+            by_name = {e["name"]: e["score"] for e in r.get("exercises", [])}
+            writer.writerow([r["notebook"], r.get("score", ""), r.get("max_score", ""),
+                             *(by_name.get(n, "") for n in names), r.get("error", "")])
+    return path

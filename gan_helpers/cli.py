@@ -168,12 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("dest_dir", type=Path, help="folder for the student notebooks")
 
     grade = sub.add_parser(
-        "grade", help="run a student notebook and score its exercises",
-        description="Execute a notebook in a fresh kernel (a time limit per cell; errors are "
-        "recorded, not fatal), run every exercise's check and print the scores.",
+        "grade", help="run student notebooks and score their exercises",
+        description="Execute each notebook in a fresh kernel (a time limit per cell; errors "
+        "are recorded, not fatal), run every exercise's check and print the scores. Given "
+        "several notebooks (a class: returned/*/01_build_the_fc_gan.ipynb), it grades them "
+        "in turn, ends with a summary, and with --csv writes one row per notebook.",
     )
-    grade.add_argument("notebook", type=Path)
-    grade.add_argument("--json", action="store_true", help="print one line of JSON")
+    grade.add_argument("notebook", type=Path, nargs="+")
+    grade.add_argument("--json", action="store_true", help="print one line of JSON per notebook")
+    grade.add_argument("--csv", type=Path, default=None, metavar="FILE",
+                       help="also write the scores to FILE, one row per notebook")
     grade.add_argument("--cell-timeout", type=_positive_float, default=120.0,
                        help="seconds a cell may run (default 120)")
 
@@ -324,14 +328,26 @@ def _run_release(args) -> int:
 def _run_grade(args) -> int:
     import json
 
-    from .assignments import format_report, grade
+    from .assignments import format_report, grade_class, write_grades_csv
 
-    report = grade(args.notebook, cell_timeout=args.cell_timeout)
-    if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "cell_errors"}))
-    else:
-        print(format_report(report))
-    return 0
+    def show(report: dict) -> None:
+        if "error" in report:
+            print(f"error: {report['error']}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps({k: v for k, v in report.items() if k != "cell_errors"}), flush=True)
+        else:
+            print(format_report(report) + ("\n" if len(args.notebook) > 1 else ""), flush=True)
+
+    reports = grade_class(args.notebook, cell_timeout=args.cell_timeout, log=show)
+    if len(reports) > 1 and not args.json:
+        width = max(len(r["notebook"]) for r in reports)
+        print(f"Summary, {len(reports)} notebooks:")
+        for r in reports:
+            result = "not graded (see the error above)" if "error" in r else f"{r['score']}/{r['max_score']}"
+            print(f"  {r['notebook']:{width}s}  {result}")
+    if args.csv is not None:
+        print(f"wrote {write_grades_csv(reports, args.csv)}", file=sys.stderr if args.json else sys.stdout)
+    return 1 if any("error" in r for r in reports) else 0
 
 
 def _run_export(args) -> int:
