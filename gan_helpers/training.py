@@ -34,6 +34,7 @@ from .models import LATENT_DIM, build_models
 RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
 CHECKPOINT_VERSION = 1
+EARLIER_RUN_DIR = "previous"  # where a new run moves the files of the run before it
 SEED_EPOCHS = 300  # the seed's run length (its gan.py defaults to 200)
 # The training choices that differ between recipes and models. A TrainConfig field left
 # at None takes its value from here (see TrainConfig.for_recipe for why each is so).
@@ -432,6 +433,10 @@ class GANTrainer:
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.saved_grids: list[Path] = []
         self.interrupted = False
+        # The checkpoint this trainer continues (set by from_checkpoint), and whether
+        # out_dir has been cleared of another run's files (done once, at the first fit).
+        self.resumed_from: Path | None = None
+        self._out_dir_claimed = False
 
         self.data = data if data is not None else load_images(config.dataset)
         if config.recipe == "seed":
@@ -496,6 +501,7 @@ class GANTrainer:
         if stops_at_zero_lr:
             target = lr_zero_at
         deadline = time.monotonic() + seconds if seconds is not None else math.inf
+        self._claim_out_dir()
         hooks = list(hooks)
         self.interrupted = False
         last_checkpoint = time.monotonic()
@@ -563,12 +569,41 @@ class GANTrainer:
         self._finish(hooks)
         return self
 
+    def _claim_out_dir(self) -> None:
+        """Before a run first writes into ``out_dir``: if the folder holds the files of
+        another run (its checkpoint.pt, step_*.png grids, early_vs_late.png), move them
+        into ``out_dir/previous/``, replacing the files of an older run there. Otherwise
+        the new run would mix its grids with theirs and, at its first checkpoint,
+        replace the other run's training state. A trainer continuing the checkpoint in
+        ``out_dir`` leaves the folder as it is."""
+        if self._out_dir_claimed or self.out_dir is None:
+            return
+        self._out_dir_claimed = True
+        here = self.checkpoint_path
+        if self.resumed_from is not None and here.exists() and here.resolve() == self.resumed_from:
+            return
+        def run_files(folder: Path) -> list[Path]:
+            named = [folder / "checkpoint.pt", folder / "early_vs_late.png"]
+            return [p for p in named if p.exists()] + sorted(folder.glob("step_*.png"))
+
+        earlier = run_files(self.out_dir)
+        if not earlier:
+            return
+        previous = self.out_dir / EARLIER_RUN_DIR
+        previous.mkdir(exist_ok=True)
+        for old in run_files(previous):
+            old.unlink()
+        for path in earlier:
+            os.replace(path, previous / path.name)
+        self.log(f"{self.out_dir} held another run's files; moved them to {previous} (its "
+                 "checkpoint.pt can still be resumed; the next new run here replaces them).")
+
     def _finish(self, hooks: list[Hook]) -> None:
         if self.out_dir is not None:
             if not self.saved_grids or self.saved_grids[-1].stem != f"step_{self.step:07d}":
                 self.save_grid()
+            self.save_checkpoint()  # first: a figure that fails must not cost the training
             self.save_early_vs_late()
-            self.save_checkpoint()
         if hooks:
             self._call_hooks(hooks, final=True)
         if self.interrupted:
@@ -670,14 +705,15 @@ class GANTrainer:
         return path
 
     def save_early_vs_late(self) -> Path | None:
-        """The seed's comparison: the first saved grid beside the last one."""
-        if self.out_dir is None or len(self.saved_grids) < 1:
+        """The seed's comparison: the first saved grid beside the last one (the first
+        that still exists, if grids were deleted since)."""
+        grids = [p for p in self.saved_grids if p.exists()]
+        if self.out_dir is None or not grids:
             return None
         from .plots import early_vs_late
 
         path = self.out_dir / "early_vs_late.png"
-        early, late = self.saved_grids[0], self.saved_grids[-1]
-        early_vs_late(early, late, path)
+        early_vs_late(grids[0], grids[-1], path)
         return path
 
     # --------------------------------------------------------------- checkpoints
@@ -764,6 +800,12 @@ class GANTrainer:
             out_dir=out_dir if out_dir is not None else Path(path).parent, **kwargs,
         )
         trainer.load_state_dict(state, str(path))
+        trainer.resumed_from = Path(path).resolve()
+        # The run's grids lie beside its checkpoint, wherever the folder has moved since.
+        folder = Path(path).parent
+        trainer.saved_grids = [
+            folder / p.name if (folder / p.name).exists() else p for p in trainer.saved_grids
+        ]
         return trainer
 
 

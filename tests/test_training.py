@@ -225,6 +225,55 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, mnist_small, monk
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def _names(folder):
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+def test_a_new_run_moves_the_run_before_it_aside(tmp_path, mnist_small):
+    # Running the same command or notebook twice must not cost the first run's training.
+    said = []
+
+    def run(steps):
+        t = GANTrainer(small(sample_interval=1), data=mnist_small, out_dir=tmp_path, log=said.append)
+        return t.fit(steps=steps, progress=False)
+
+    run(3)
+    first = (tmp_path / "checkpoint.pt").read_bytes()
+    run(2)
+    previous = tmp_path / "previous"
+    assert (previous / "checkpoint.pt").read_bytes() == first
+    assert _names(previous) == ["checkpoint.pt", "early_vs_late.png",
+                                "step_0000001.png", "step_0000002.png", "step_0000003.png"]
+    # The folder now holds the new run alone: no grid of the old one mixed in.
+    assert _names(tmp_path) == ["checkpoint.pt", "early_vs_late.png", "step_0000001.png", "step_0000002.png"]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert said[-1].startswith(f"{tmp_path} held another run's files; moved them to {previous}")
+    resumed = GANTrainer.from_checkpoint(previous / "checkpoint.pt", data=mnist_small)
+    assert resumed.step == 3 and resumed.out_dir == previous
+
+    run(1)  # one earlier run is kept: the next new run replaces it
+    assert _names(previous) == ["checkpoint.pt", "early_vs_late.png", "step_0000001.png", "step_0000002.png"]
+    assert load_checkpoint(previous / "checkpoint.pt")["step"] == 2
+
+
+def test_continuing_a_run_leaves_its_folder_alone(tmp_path, mnist_small):
+    GANTrainer(small(sample_interval=2), data=mnist_small, out_dir=tmp_path).fit(steps=2, progress=False)
+    t = GANTrainer.from_checkpoint(tmp_path / "checkpoint.pt", data=mnist_small)
+    t.fit(steps=4, progress=False)
+    assert not (tmp_path / "previous").exists()
+    assert _names(tmp_path) == ["checkpoint.pt", "early_vs_late.png", "step_0000002.png", "step_0000004.png"]
+
+
+def test_a_moved_run_folder_resumes_and_finds_its_grids(tmp_path, mnist_small):
+    GANTrainer(small(sample_interval=2), data=mnist_small, out_dir=tmp_path / "a").fit(steps=2, progress=False)
+    (tmp_path / "a").rename(tmp_path / "kept")
+    t = GANTrainer.from_checkpoint(tmp_path / "kept" / "checkpoint.pt", data=mnist_small)
+    t.fit(steps=4, progress=False)  # before: FileNotFoundError for a/step_0000002.png, after training
+    assert t.saved_grids == [tmp_path / "kept" / "step_0000002.png", tmp_path / "kept" / "step_0000004.png"]
+    assert load_checkpoint(tmp_path / "kept" / "checkpoint.pt")["step"] == 4
+    assert (tmp_path / "kept" / "early_vs_late.png").exists()
+
+
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, mnist_small):
     t = GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=3, progress=False)
     with torch.no_grad():
