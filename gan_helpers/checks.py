@@ -63,6 +63,48 @@ def _build(cls_or_obj, *args, **kwargs):
     return cls_or_obj(*args, **kwargs)
 
 
+def _check_leaky_relus(model: nn.Module, x: torch.Tensor) -> None:
+    """Between each pair of consecutive linear layers (in the order they run), the next
+    one must receive LeakyReLU(0.2) of the previous one's output. Checked on the
+    numbers, so ``F.leaky_relu(h, 0.2)`` counts as much as ``nn.LeakyReLU(0.2)``, and a
+    ReLU, a missing activation or another slope each get their own message."""
+    outputs, inputs = [], []
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            # Clones: an inplace activation would overwrite the recorded output.
+            hooks.append(m.register_forward_pre_hook(lambda _, a: inputs.append(a[0].detach().clone())))
+            hooks.append(m.register_forward_hook(lambda _, a, out: outputs.append(out.detach().clone())))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for k, (out, nxt) in enumerate(zip(outputs[:-1], inputs[1:]), start=1):
+        out = out.reshape(nxt.shape) if out.numel() == nxt.numel() else out
+        if out.shape != nxt.shape:
+            return  # something else happens between them; the size check speaks to that
+        if torch.allclose(nxt, nn.functional.leaky_relu(out, 0.2), atol=1e-5):
+            continue
+        if torch.allclose(nxt, out, atol=1e-5):
+            raise Mistake(f"no activation after hidden layer {k}: the seed puts nn.LeakyReLU(0.2) "
+                          "after each hidden layer; without it the layers collapse into one linear map.")
+        if torch.allclose(nxt, torch.relu(out), atol=1e-5):
+            raise Mistake(f"ReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2), whose "
+                          "small negative slope keeps units from dying (notebook 2).")
+        negative = out < -1e-3
+        if negative.any() and torch.allclose(nxt[~negative], out[~negative].clamp(min=0), atol=1e-4):
+            slope = (nxt[negative] / out[negative]).median().item()
+            if torch.allclose(nxt[negative], slope * out[negative], atol=1e-4):
+                raise Mistake(f"LeakyReLU with slope {slope:.2g} after hidden layer {k}: the seed "
+                              "uses nn.LeakyReLU(0.2) (PyTorch's default slope is 0.01).")
+        if not any(isinstance(m, nn.LeakyReLU) for m in model.modules()):
+            raise Mistake(f"no LeakyReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2) "
+                          "after each hidden layer.")
+        # Otherwise a LeakyReLU with something more (BatchNorm, say) in between: allowed.
+
+
 # --------------------------------------------------------------------- the checks
 def _check_generator(student) -> list[str]:
     g = _build(student)
@@ -74,9 +116,8 @@ def _check_generator(student) -> list[str]:
             f"your linear layers are {' , '.join(f'{i}->{o}' for i, o in sizes) or 'none'}. "
             "Use nn.Linear(100, 128), nn.Linear(128, 256), nn.Linear(256, 512), nn.Linear(512, 784)."
         )
-    if not any(isinstance(m, nn.LeakyReLU) for m in g.modules()):
-        raise Mistake("no LeakyReLU: the seed uses nn.LeakyReLU(0.2) after each hidden layer.")
     z = torch.randn(5, 100)
+    _check_leaky_relus(g, z)
     with torch.no_grad():
         out = g(z)
     if tuple(out.shape) != (5, 1, 28, 28):
@@ -105,9 +146,8 @@ def _check_discriminator(student) -> list[str]:
             f"wrong layer sizes: the seed's discriminator is 784 -> 512 -> 256 -> 1, your "
             f"linear layers are {' , '.join(f'{i}->{o}' for i, o in sizes) or 'none'}."
         )
-    if not any(isinstance(m, nn.LeakyReLU) for m in d.modules()):
-        raise Mistake("no LeakyReLU: the seed uses nn.LeakyReLU(0.2) after each hidden layer.")
     x = torch.randn(6, 1, 28, 28) * 5
+    _check_leaky_relus(d, x)
     with torch.no_grad():
         p = d(x)
     if tuple(p.shape) != (6, 1):
@@ -336,12 +376,25 @@ def _check_dcgan_generator(student) -> list[str]:
         raise Mistake("no nn.ConvTranspose2d: G must upsample with transposed convolutions.")
     if not any(issubclass(k, nn.BatchNorm2d) for k in kinds):
         raise Mistake("no BatchNorm: DCGAN puts nn.BatchNorm2d after every transposed convolution but the last.")
-    if nn.ReLU not in kinds or nn.LeakyReLU in kinds:
-        raise Mistake("DCGAN's generator uses nn.ReLU (LeakyReLU belongs to the discriminator).")
     z = torch.randn(4, 100)
     g.eval()
+    # What each transposed convolution after the first receives: ReLU's output is never
+    # negative (checked on the numbers, so F.relu counts as much as nn.ReLU).
+    inputs = []
+    hooks = [m.register_forward_pre_hook(lambda _, a: inputs.append(a[0].detach().clone()))
+             for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    try:
+        with torch.no_grad():
+            out = g(z)
+    finally:
+        for h in hooks:
+            h.remove()
+    for k, x in enumerate(inputs[1:], start=1):
+        if (x < 0).any():
+            raise Mistake(f"the input of transposed convolution {k + 1} has negative values: "
+                          "DCGAN's generator ends every layer but the last in ReLU "
+                          "(nn.ReLU after the BatchNorm; LeakyReLU belongs to the discriminator).")
     with torch.no_grad():
-        out = g(z)
         loud = g(z * 100)
     if tuple(out.shape) != (4, 1, 28, 28):
         raise Mistake(f"wrong output shape: noise (4, 100) must give (4, 1, 28, 28); yours gives {tuple(out.shape)}.")

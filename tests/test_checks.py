@@ -51,6 +51,47 @@ def test_generator_checks():
     assert not passed and "wrong layer sizes" in text and "100->256" in text
 
 
+def fc_generator(*activations):
+    """A seed-sized FC generator with the given module (or None) after each hidden layer."""
+    sizes, layers = [100, 128, 256, 512], []
+    for (i, o), act in zip(zip(sizes, sizes[1:]), activations):
+        layers += [nn.Linear(i, o)] + ([act] if act is not None else [])
+    layers += [nn.Linear(512, 784), nn.Tanh(), nn.Unflatten(1, (1, 28, 28))]
+    return nn.Sequential(*layers)
+
+
+class FunctionalGenerator(nn.Module):
+    """Right, written with F.leaky_relu instead of nn.LeakyReLU modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(100, 128), nn.Linear(128, 256)
+        self.l3, self.l4 = nn.Linear(256, 512), nn.Linear(512, 784)
+
+    def forward(self, z):
+        h = nn.functional.leaky_relu(self.l1(z), 0.2)
+        h = nn.functional.leaky_relu(self.l2(h), 0.2)
+        h = nn.functional.leaky_relu(self.l3(h), 0.2)
+        return torch.tanh(self.l4(h)).view(-1, 1, 28, 28)
+
+
+def test_the_activations_are_checked_on_the_numbers():
+    leaky = nn.LeakyReLU(0.2)
+    assert run(checks.check_generator, FunctionalGenerator)[0]
+    assert run(checks.check_generator, fc_generator(leaky, leaky, leaky))[0]
+    assert run(checks.check_generator, FCGenerator(batchnorm=True))[0]  # BatchNorm too: allowed
+    passed, text = run(checks.check_generator, fc_generator(leaky, nn.ReLU(), leaky))
+    assert not passed and "ReLU after hidden layer 2" in text
+    passed, text = run(checks.check_generator, fc_generator(nn.LeakyReLU(), leaky, leaky))
+    assert not passed and "slope 0.01 after hidden layer 1" in text
+    passed, text = run(checks.check_generator, fc_generator(leaky, leaky, None))
+    assert not passed and "no activation after hidden layer 3" in text
+    relu_d = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256),
+                           nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
+    passed, text = run(checks.check_discriminator, relu_d)
+    assert not passed and "ReLU after hidden layer 1" in text
+
+
 # ------------------------------------------------------------ discriminator
 class AlwaysSigmoidD(FCDiscriminator):
     def __init__(self, logits=False):
@@ -220,6 +261,33 @@ def test_dcgan_checks():
     assert "outside [-1, 1]" in run(checks.check_dcgan_generator, lambda: nn.Sequential(
         nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8), nn.ReLU(),
         nn.ConvTranspose2d(8, 1, 4, 4)))[1]
+
+
+def dcgan(act_inside, out_act=None):
+    """A small DCGAN generator (100 -> 8 x 7 x 7 -> 1 x 28 x 28) with ``act_inside``
+    after its BatchNorm; ``act_inside`` None leaves the activation out."""
+    inside = [act_inside] if act_inside is not None else []
+    return nn.Sequential(nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7),
+                         nn.BatchNorm2d(8), *inside, nn.ConvTranspose2d(8, 1, 4, 4), nn.Tanh())
+
+
+class FunctionalReluDCGAN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up1, self.bn = nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8)
+        self.up2 = nn.ConvTranspose2d(8, 1, 4, 4)
+
+    def forward(self, z):
+        h = nn.functional.relu(self.bn(self.up1(z.view(-1, 100, 1, 1))))
+        return torch.tanh(self.up2(h))
+
+
+def test_dcgan_activations_are_checked_on_the_numbers():
+    assert run(checks.check_dcgan_generator, lambda: dcgan(nn.ReLU()))[0]
+    assert run(checks.check_dcgan_generator, FunctionalReluDCGAN)[0]
+    for wrong in (nn.LeakyReLU(0.2), None):
+        passed, text = run(checks.check_dcgan_generator, lambda: dcgan(wrong))
+        assert not passed and "transposed convolution 2 has negative values" in text
 
 
 # -------------------------------------------------------------- robustness
