@@ -161,8 +161,9 @@ def grade(
 def format_report(report: dict) -> str:
     """The grade as text for a person: one line per exercise, then the total."""
     lines = [f"Grading {report['notebook']}"]
+    width = max([16] + [len(e["name"]) for e in report["exercises"]])
     for e in report["exercises"]:
-        lines.append(f"  {e['name']:16s} {e['score']}/{e['max_score']}  {e['feedback']}")
+        lines.append(f"  {e['name']:{width}s} {e['score']}/{e['max_score']}  {e['feedback']}")
     for err in report["cell_errors"]:
         lines.append(f"  note: {err}")
     lines.append(f"Score: {report['score']}/{report['max_score']}")

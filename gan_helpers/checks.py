@@ -10,7 +10,7 @@ In a notebook, in the manner of Kaggle's learntools:
 
 or the short forms ``check_generator(FCGenerator)``, ``check_discriminator(...)``,
 ``check_losses(bce, generator_loss, discriminator_loss)``, ``check_train_step(fn)``,
-``check_dcgan_generator(cls)``. Checks never raise: code that is not written yet
+``check_dcgan_generator(cls)``, ``check_dcgan_discriminator(cls)``. Checks never raise: code that is not written yet
 (``NotImplementedError``) or that crashes gets a message, not a traceback.
 """
 
@@ -63,16 +63,13 @@ def _build(cls_or_obj, *args, **kwargs):
     return cls_or_obj(*args, **kwargs)
 
 
-def _check_leaky_relus(model: nn.Module, x: torch.Tensor) -> None:
-    """Between each pair of consecutive linear layers (in the order they run), the next
-    one must receive LeakyReLU(0.2) of the previous one's output. Checked on the
-    numbers, so ``F.leaky_relu(h, 0.2)`` counts as much as ``nn.LeakyReLU(0.2)``, and a
-    ReLU, a missing activation or another slope each get their own message."""
-    outputs, inputs = [], []
-    hooks = []
+def _trace(model: nn.Module, x: torch.Tensor, kind: type) -> tuple[list, list]:
+    """Run ``model`` on ``x`` (no grad) and return what each of its ``kind`` layers
+    received and gave, in the order they ran. Clones: an inplace activation after a
+    layer would otherwise overwrite the recorded output."""
+    inputs, outputs, hooks = [], [], []
     for m in model.modules():
-        if isinstance(m, nn.Linear):
-            # Clones: an inplace activation would overwrite the recorded output.
+        if isinstance(m, kind):
             hooks.append(m.register_forward_pre_hook(lambda _, a: inputs.append(a[0].detach().clone())))
             hooks.append(m.register_forward_hook(lambda _, a, out: outputs.append(out.detach().clone())))
     try:
@@ -81,28 +78,55 @@ def _check_leaky_relus(model: nn.Module, x: torch.Tensor) -> None:
     finally:
         for h in hooks:
             h.remove()
+    return inputs, outputs
+
+
+def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+    """The leaf modules of ``model`` in the order they run on ``x`` (no grad)."""
+    ran, hooks = [], []
+    for m in model.modules():
+        if not any(True for _ in m.children()):
+            hooks.append(m.register_forward_hook(lambda mod, a, out: ran.append(mod)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return ran
+
+
+def _check_leaky_relu_between(out: torch.Tensor, nxt: torch.Tensor, k: int, model: nn.Module) -> None:
+    """``nxt``, what layer k + 1 received, must be LeakyReLU(0.2) of ``out``, what layer
+    k gave. A ReLU, no activation and another slope each get their own message;
+    something else in between (BatchNorm, say) passes if the model has a LeakyReLU."""
+    out = out.reshape(nxt.shape) if out.numel() == nxt.numel() else out
+    if out.shape != nxt.shape or torch.allclose(nxt, nn.functional.leaky_relu(out, 0.2), atol=1e-5):
+        return  # right, or a size mismatch that the size checks speak to
+    if torch.allclose(nxt, out, atol=1e-5):
+        raise Mistake(f"no activation after hidden layer {k}: the seed puts nn.LeakyReLU(0.2) "
+                      "after each hidden layer; without it the layers collapse into one linear map.")
+    if torch.allclose(nxt, torch.relu(out), atol=1e-5):
+        raise Mistake(f"ReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2), whose "
+                      "small negative slope keeps units from dying (notebook 2).")
+    negative = out < -1e-3
+    if negative.any() and torch.allclose(nxt[~negative], out[~negative].clamp(min=0), atol=1e-4):
+        slope = (nxt[negative] / out[negative]).median().item()
+        if torch.allclose(nxt[negative], slope * out[negative], atol=1e-4):
+            raise Mistake(f"LeakyReLU with slope {slope:.2g} after hidden layer {k}: the seed "
+                          "uses nn.LeakyReLU(0.2) (PyTorch's default slope is 0.01).")
+    if not any(isinstance(m, nn.LeakyReLU) for m in model.modules()):
+        raise Mistake(f"no LeakyReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2) "
+                      "after each hidden layer.")
+
+
+def _check_leaky_relus(model: nn.Module, x: torch.Tensor) -> None:
+    """Between each pair of consecutive linear layers (in the order they run), the next
+    one must receive LeakyReLU(0.2) of the previous one's output. Checked on the
+    numbers, so ``F.leaky_relu(h, 0.2)`` counts as much as ``nn.LeakyReLU(0.2)``."""
+    inputs, outputs = _trace(model, x, nn.Linear)
     for k, (out, nxt) in enumerate(zip(outputs[:-1], inputs[1:]), start=1):
-        out = out.reshape(nxt.shape) if out.numel() == nxt.numel() else out
-        if out.shape != nxt.shape:
-            return  # something else happens between them; the size check speaks to that
-        if torch.allclose(nxt, nn.functional.leaky_relu(out, 0.2), atol=1e-5):
-            continue
-        if torch.allclose(nxt, out, atol=1e-5):
-            raise Mistake(f"no activation after hidden layer {k}: the seed puts nn.LeakyReLU(0.2) "
-                          "after each hidden layer; without it the layers collapse into one linear map.")
-        if torch.allclose(nxt, torch.relu(out), atol=1e-5):
-            raise Mistake(f"ReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2), whose "
-                          "small negative slope keeps units from dying (notebook 2).")
-        negative = out < -1e-3
-        if negative.any() and torch.allclose(nxt[~negative], out[~negative].clamp(min=0), atol=1e-4):
-            slope = (nxt[negative] / out[negative]).median().item()
-            if torch.allclose(nxt[negative], slope * out[negative], atol=1e-4):
-                raise Mistake(f"LeakyReLU with slope {slope:.2g} after hidden layer {k}: the seed "
-                              "uses nn.LeakyReLU(0.2) (PyTorch's default slope is 0.01).")
-        if not any(isinstance(m, nn.LeakyReLU) for m in model.modules()):
-            raise Mistake(f"no LeakyReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2) "
-                          "after each hidden layer.")
-        # Otherwise a LeakyReLU with something more (BatchNorm, say) in between: allowed.
+        _check_leaky_relu_between(out, nxt, k, model)
 
 
 # --------------------------------------------------------------------- the checks
@@ -380,15 +404,9 @@ def _check_dcgan_generator(student) -> list[str]:
     g.eval()
     # What each transposed convolution after the first receives: ReLU's output is never
     # negative (checked on the numbers, so F.relu counts as much as nn.ReLU).
-    inputs = []
-    hooks = [m.register_forward_pre_hook(lambda _, a: inputs.append(a[0].detach().clone()))
-             for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
-    try:
-        with torch.no_grad():
-            out = g(z)
-    finally:
-        for h in hooks:
-            h.remove()
+    inputs, _ = _trace(g, z, nn.ConvTranspose2d)
+    with torch.no_grad():
+        out = g(z)
     for k, x in enumerate(inputs[1:], start=1):
         if (x < 0).any():
             raise Mistake(f"the input of transposed convolution {k + 1} has negative values: "
@@ -401,6 +419,55 @@ def _check_dcgan_generator(student) -> list[str]:
     if loud.abs().max() > 1.0 + 1e-6:
         raise Mistake("output outside [-1, 1]: end with nn.Tanh().")
     return ["transposed convolutions, BatchNorm, ReLU, tanh, (N, 1, 28, 28), no FC or pooling"]
+
+
+def _check_dcgan_discriminator(student) -> list[str]:
+    d = _build(student)
+    kinds = {type(m) for m in d.modules()}
+    if nn.Linear in kinds:
+        raise Mistake("a fully connected layer: DCGAN is all-convolutional; end with a "
+                      "Conv2d whose kernel covers the whole last map (4x4), giving (N, 1, 1, 1).")
+    if kinds & {nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d}:
+        raise Mistake("pooling: DCGAN's discriminator downsamples with strided convolutions "
+                      "(nn.Conv2d with stride=2), so it learns its own downsampling.")
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    if sum(1 for m in convs if max(m.stride) >= 2) < 2:
+        raise Mistake("no strided convolutions: halve the picture with nn.Conv2d(..., "
+                      "stride=2): 28 -> 14 -> 7 -> 4, then one 4x4 convolution to 1 x 1.")
+    if not any(issubclass(k, nn.BatchNorm2d) for k in kinds):
+        raise Mistake("no BatchNorm: DCGAN puts nn.BatchNorm2d after every convolution but the "
+                      "first and the last.")
+    d.eval()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1  # images in [-1, 1]
+    ran = _execution_order(d, x)
+    conv_at = [i for i, m in enumerate(ran) if isinstance(m, nn.Conv2d)]
+    if len(conv_at) >= 2 and any(isinstance(m, nn.BatchNorm2d) for m in ran[conv_at[0]:conv_at[1]]):
+        raise Mistake("BatchNorm on the first layer: the DCGAN paper leaves it out of D's input "
+                      "layer (and G's output layer); put nn.LeakyReLU(0.2) straight after the "
+                      "first convolution.")
+    inputs, outputs = _trace(d, x, nn.Conv2d)
+    if len(inputs) >= 2:
+        _check_leaky_relu_between(outputs[0], inputs[1], 1, d)
+    for k, received in enumerate(inputs[2:], start=2):
+        if not (received < 0).any():
+            raise Mistake(f"ReLU after convolution {k}: DCGAN's discriminator uses "
+                          "nn.LeakyReLU(0.2) after each convolution but the last (ReLU belongs "
+                          "to the generator).")
+    with torch.no_grad():
+        p = d(x)
+    if tuple(p.shape) != (4, 1):
+        raise Mistake(f"wrong output shape: images (4, 1, 28, 28) must give one prediction "
+                      f"each, (4, 1); yours gives {tuple(p.shape)}. Reshape with .view(-1, 1).")
+    # A sigmoid keeps even huge scores in [0, 1]: make the last convolution's huge.
+    loud = copy.deepcopy(d)
+    last = [m for m in _execution_order(loud, x) if isinstance(m, nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(1000.0)
+        p_loud = loud(x)
+    if not (((p > 0) & (p < 1)).all() and ((p_loud >= 0) & (p_loud <= 1)).all()):
+        raise Mistake("outputs outside (0, 1): with nn.BCELoss, D must end in nn.Sigmoid().")
+    return ["strided convolutions, BatchNorm (not on the first layer), LeakyReLU(0.2), "
+            "one probability per image, no FC or pooling"]
 
 
 # --------------------------------------------------------------------- exercises
@@ -482,7 +549,18 @@ dcgan_exercise = Exercise(
     (reference_models.DCGANGenerator,),
 )
 
-EXERCISES = (generator_exercise, discriminator_exercise, losses_exercise, train_step_exercise, dcgan_exercise)
+dcgan_discriminator_exercise = Exercise(
+    "dcgan_discriminator", "the DCGAN discriminator", ("DCGANDiscriminator",),
+    _check_dcgan_discriminator,
+    "Conv2d(1, 32, 4, 2, 1) to 14x14, then (32 -> 64, kernel 4, stride 2, padding 1) to "
+    "7x7 and (64 -> 128, kernel 3, stride 2, padding 1) to 4x4, then Conv2d(128, 1, 4) to "
+    "1x1; nn.LeakyReLU(0.2) after each but the last, BatchNorm2d before it in the middle "
+    "two; nn.Sigmoid() at the end and .view(-1, 1).",
+    (reference_models.DCGANDiscriminator,),
+)
+
+EXERCISES = (generator_exercise, discriminator_exercise, losses_exercise, train_step_exercise,
+             dcgan_exercise, dcgan_discriminator_exercise)
 
 
 def check_generator(student) -> CheckResult:
@@ -512,16 +590,30 @@ def check_dcgan_generator(student) -> CheckResult:
     return dcgan_exercise.check(student)
 
 
+def check_dcgan_discriminator(student) -> CheckResult:
+    """Check a student's DCGAN discriminator class (or instance)."""
+    return dcgan_discriminator_exercise.check(student)
+
+
 def grade_namespace(namespace: dict) -> list[dict]:
     """Grade every exercise whose names are defined in ``namespace`` (a notebook's
-    globals); missing names score 0 with a message. Returns JSON-ready dicts."""
+    globals); missing names score 0 with a message, and so do names bound to the
+    package's own reference code (``from gan_helpers.models import FCGenerator``).
+    Returns JSON-ready dicts."""
     results = []
     for exercise in EXERCISES:
         missing = [n for n in exercise.student_names if n not in namespace]
         if len(missing) == len(exercise.student_names):
             continue  # not an exercise of this notebook
+        borrowed = [n for n in exercise.student_names
+                    if getattr(namespace.get(n), "__module__", "").startswith("gan_helpers")]
         if missing:
             result = CheckResult(exercise.name, False, [f"{', '.join(missing)} is not defined"])
+        elif borrowed:
+            # The reference imported under the exercise's name would pass every check.
+            result = CheckResult(exercise.name, False, [
+                f"{', '.join(borrowed)} here is gan_helpers' own, imported rather than written "
+                "in the notebook: write your own."])
         else:
             result = exercise.check(*(namespace[n] for n in exercise.student_names), quiet=True)
         results.append(

@@ -74,23 +74,23 @@ def test_released_copy_scores_zero_without_crashing(released, capfd):
 def test_a_class_is_graded_in_one_command(released, tmp_path, capsys):
     # Three returns of the DCGAN assignment: one right, one untouched, one that is not
     # a notebook. The bad file is reported and the other two are still graded.
-    broken = tmp_path / "carol" / "02_dcgan_generator.ipynb"
+    broken = tmp_path / "carol" / "02_build_the_dcgan.ipynb"
     broken.parent.mkdir()
     broken.write_text("{ not json")
-    returns = [SOLUTIONS / "02_dcgan_generator.ipynb", released / "02_dcgan_generator.ipynb", broken]
+    returns = [SOLUTIONS / "02_build_the_dcgan.ipynb", released / "02_build_the_dcgan.ipynb", broken]
     sheet = tmp_path / "grades.csv"
     assert main(["grade", *map(str, returns), "--csv", str(sheet)]) == 1
     captured = capsys.readouterr()
     assert captured.err.count("error: ") == 1 and "carol" in captured.err
     summary = captured.out.split("Summary, 3 notebooks:\n")[1].splitlines()
-    assert [line.split()[-1] for line in summary[:2]] == ["1/1", "0/1"]
+    assert [line.split()[-1] for line in summary[:2]] == ["2/2", "0/2"]
     assert summary[2].endswith("not graded (see the error above)")
 
     import csv
 
     rows = list(csv.DictReader(sheet.open()))
-    assert [(r["score"], r["max_score"], r["dcgan_generator"]) for r in rows] == [
-        ("1", "1", "1"), ("0", "1", "0"), ("", "", "")]
+    assert [(r["score"], r["max_score"], r["dcgan_generator"], r["dcgan_discriminator"])
+            for r in rows] == [("2", "2", "1", "1"), ("0", "2", "0", "0"), ("", "", "", "")]
     assert rows[0]["error"] == "" and "is not a readable Jupyter notebook" in rows[2]["error"]
     assert [r["notebook"] for r in rows] == list(map(str, returns))
 

@@ -7,7 +7,7 @@ from torch import nn
 from gan_helpers import checks
 from gan_helpers.losses import discriminator_loss as ref_d_loss
 from gan_helpers.losses import generator_loss as ref_g_loss
-from gan_helpers.models import DCGANGenerator, FCDiscriminator, FCGenerator
+from gan_helpers.models import DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
 from gan_helpers.training import train_step as ref_step
 
 
@@ -290,6 +290,64 @@ def test_dcgan_activations_are_checked_on_the_numbers():
         assert not passed and "transposed convolution 2 has negative values" in text
 
 
+def dcgan_d(first_bn=False, act=lambda: nn.LeakyReLU(0.2, inplace=True), later_act=None,
+            ending="conv", sigmoid=True, flat=True):
+    """A DCGAN discriminator, 28 -> 14 -> 7 -> 4 -> 1, with one planted mistake at most."""
+    later = later_act or act
+
+    class D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers = [nn.Conv2d(1, 8, 4, 2, 1)] + ([nn.BatchNorm2d(8)] if first_bn else []) + [
+                act(), nn.Conv2d(8, 16, 4, 2, 1), nn.BatchNorm2d(16), later(),
+                nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), later()]
+            layers += {"conv": [nn.Conv2d(32, 1, 4)],
+                       "pool": [nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, 1, 1)],
+                       "fc": [nn.Flatten(), nn.Linear(512, 1)]}[ending]
+            self.net = nn.Sequential(*layers, *([nn.Sigmoid()] if sigmoid else []))
+
+        def forward(self, x):
+            out = self.net(x)
+            return out.view(-1, 1) if flat else out
+
+    return D
+
+
+class FunctionalDCGAND(nn.Module):
+    """Right, with F.leaky_relu and torch.sigmoid instead of modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 8, 4, 2, 1), nn.Conv2d(8, 16, 4, 2, 1), nn.Conv2d(16, 32, 3, 2, 1)
+        self.b2, self.b3, self.c4 = nn.BatchNorm2d(16), nn.BatchNorm2d(32), nn.Conv2d(32, 1, 4)
+
+    def forward(self, x):
+        x = nn.functional.leaky_relu(self.c1(x), 0.2)
+        x = nn.functional.leaky_relu(self.b2(self.c2(x)), 0.2)
+        x = nn.functional.leaky_relu(self.b3(self.c3(x)), 0.2)
+        return torch.sigmoid(self.c4(x)).view(-1, 1)
+
+
+def test_dcgan_discriminator_checks():
+    check = checks.check_dcgan_discriminator
+    assert run(check, lambda: DCGANDiscriminator(width=8))[0]
+    assert run(check, dcgan_d())[0]
+    assert run(check, FunctionalDCGAND)[0]
+    planted = {
+        "BatchNorm on the first layer": dcgan_d(first_bn=True),
+        "ReLU after hidden layer 1": dcgan_d(act=nn.ReLU),
+        "slope 0.01 after hidden layer 1": dcgan_d(act=nn.LeakyReLU),
+        "ReLU after convolution 2": dcgan_d(later_act=nn.ReLU),
+        "pooling": dcgan_d(ending="pool"),
+        "a fully connected layer": dcgan_d(ending="fc"),
+        "outputs outside (0, 1)": dcgan_d(sigmoid=False),
+        "wrong output shape": dcgan_d(flat=False),
+    }
+    for message, student in planted.items():
+        passed, text = run(check, student)
+        assert not passed and message in text, (message, text)
+
+
 # -------------------------------------------------------------- robustness
 def test_unwritten_and_crashing_code_gets_a_message(capsys):
     def todo(*args):
@@ -316,3 +374,26 @@ def test_checks_leave_global_rng_alone():
     before = torch.get_rng_state()
     checks.check_generator(FCGenerator)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_the_package_own_code_scores_nothing_when_graded():
+    # Importing the reference under the exercise's name would pass every check.
+    from gan_helpers.losses import discriminator_loss, generator_loss
+
+    graded = {r["name"]: r for r in checks.grade_namespace({
+        "FCGenerator": FCGenerator, "bce": bce, "generator_loss": generator_loss,
+        "discriminator_loss": discriminator_loss, "FCDiscriminator": DFromScratch})}
+    assert graded["generator"]["score"] == 0 and "FCGenerator here is gan_helpers' own" in graded["generator"]["feedback"]
+    assert graded["losses"]["score"] == 0 and "generator_loss, discriminator_loss here" in graded["losses"]["feedback"]
+    assert graded["discriminator"]["score"] == 1  # written in the notebook: graded as usual
+    assert set(graded) == {"generator", "discriminator", "losses"}
+
+
+class DFromScratch(nn.Module):
+    def __init__(self, logits=False):
+        super().__init__()
+        layers = [nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1)]
+        self.net = nn.Sequential(nn.Flatten(), *layers, *([] if logits else [nn.Sigmoid()]))
+
+    def forward(self, x):
+        return self.net(x)
