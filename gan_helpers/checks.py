@@ -63,36 +63,39 @@ def _build(cls_or_obj, *args, **kwargs):
     return cls_or_obj(*args, **kwargs)
 
 
-def _trace(model: nn.Module, x: torch.Tensor, kind: type) -> tuple[list, list]:
-    """Run ``model`` on ``x`` (no grad) and return what each of its ``kind`` layers
-    received and gave, in the order they ran. Clones: an inplace activation after a
-    layer would otherwise overwrite the recorded output."""
-    inputs, outputs, hooks = [], [], []
-    for m in model.modules():
-        if isinstance(m, kind):
-            hooks.append(m.register_forward_pre_hook(lambda _, a: inputs.append(a[0].detach().clone())))
-            hooks.append(m.register_forward_hook(lambda _, a, out: outputs.append(out.detach().clone())))
+def _run_hooked(model: nn.Module, x: torch.Tensor, register: Callable) -> None:
+    """Run ``model`` on ``x`` (no grad) with the hooks that ``register(module)`` returns
+    (a list) for each of its modules, removed afterwards."""
+    hooks = [h for m in model.modules() for h in register(m)]
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in hooks:
             h.remove()
+
+
+def _trace(model: nn.Module, x: torch.Tensor, kind: type) -> tuple[list, list]:
+    """Run ``model`` on ``x`` and return what each of its ``kind`` layers received and
+    gave, in the order they ran. Clones: an inplace activation after a layer would
+    otherwise overwrite the recorded output."""
+    inputs, outputs = [], []
+
+    def register(m: nn.Module) -> list:
+        if not isinstance(m, kind):
+            return []
+        return [m.register_forward_pre_hook(lambda _, a: inputs.append(a[0].detach().clone())),
+                m.register_forward_hook(lambda _, a, out: outputs.append(out.detach().clone()))]
+
+    _run_hooked(model, x, register)
     return inputs, outputs
 
 
 def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
-    """The leaf modules of ``model`` in the order they run on ``x`` (no grad)."""
-    ran, hooks = [], []
-    for m in model.modules():
-        if not any(True for _ in m.children()):
-            hooks.append(m.register_forward_hook(lambda mod, a, out: ran.append(mod)))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    """The leaf modules of ``model`` in the order they run on ``x``."""
+    ran = []
+    _run_hooked(model, x, lambda m: [] if any(True for _ in m.children())
+                else [m.register_forward_hook(lambda mod, a, out: ran.append(mod))])
     return ran
 
 
