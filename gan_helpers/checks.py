@@ -10,8 +10,10 @@ In a notebook, in the manner of Kaggle's learntools:
 
 or the short forms ``check_generator(FCGenerator)``, ``check_discriminator(...)``,
 ``check_losses(bce, generator_loss, discriminator_loss)``, ``check_train_step(fn)``,
-``check_dcgan_generator(cls)``, ``check_dcgan_discriminator(cls)``. Checks never raise: code that is not written yet
-(``NotImplementedError``) or that crashes gets a message, not a traceback.
+``check_dcgan_generator(cls)``, ``check_dcgan_discriminator(cls)``. Checks never raise:
+code that is not written yet (``NotImplementedError``) or that crashes gets a message, not
+a traceback. Given an instance instead of a class, they work on a copy of it, so the
+student's network leaves the check as it came (mode and weights).
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ def _linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
 
 
 def _build(cls_or_obj, *args, **kwargs):
-    """Instantiate a class (or call a factory); pass instances through."""
+    """Instantiate a class (or call a factory); copy instances, which the checks may put
+    in eval mode or change."""
     if isinstance(cls_or_obj, nn.Module):
-        return cls_or_obj
+        return copy.deepcopy(cls_or_obj)
     return cls_or_obj(*args, **kwargs)
 
 

@@ -397,3 +397,13 @@ class DFromScratch(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+def test_a_checked_instance_leaves_the_check_as_it_came():
+    for check, net in ((checks.check_dcgan_generator, DCGANGenerator(width=8)),
+                       (checks.check_dcgan_discriminator, DCGANDiscriminator(width=8)),
+                       (checks.check_generator, FCGenerator())):
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        assert run(check, net)[0]
+        assert net.training  # not left in eval mode, where BatchNorm would stop learning
+        assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
