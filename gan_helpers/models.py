@@ -149,7 +149,7 @@ class DCGANDiscriminator(nn.Module):
 
     Strided convolutions instead of pooling, LeakyReLU(0.2), BatchNorm in every layer
     but the input one (as in the paper), no fully connected layer: the last convolution
-    covers the whole 3x3 map and gives one value per image.
+    covers the whole 4x4 map and gives one value per image.
 
     Shapes (ndf = ``width``, 64 by default):
         x (N, 1, 28, 28)
