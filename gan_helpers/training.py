@@ -582,16 +582,12 @@ class GANTrainer:
         here = self.checkpoint_path
         if self.resumed_from is not None and here.exists() and here.resolve() == self.resumed_from:
             return
-        def run_files(folder: Path) -> list[Path]:
-            named = [folder / "checkpoint.pt", folder / "early_vs_late.png"]
-            return [p for p in named if p.exists()] + sorted(folder.glob("step_*.png"))
-
-        earlier = run_files(self.out_dir)
+        earlier = _run_files(self.out_dir)
         if not earlier:
             return
         previous = self.out_dir / EARLIER_RUN_DIR
         previous.mkdir(exist_ok=True)
-        for old in run_files(previous):
+        for old in _run_files(previous):
             old.unlink()
         for path in earlier:
             os.replace(path, previous / path.name)
@@ -807,6 +803,13 @@ class GANTrainer:
             folder / p.name if (folder / p.name).exists() else p for p in trainer.saved_grids
         ]
         return trainer
+
+
+def _run_files(folder: Path) -> list[Path]:
+    """The files a run writes into its folder: checkpoint.pt, early_vs_late.png and the
+    step_*.png grids, those that exist."""
+    named = [folder / "checkpoint.pt", folder / "early_vs_late.png"]
+    return [p for p in named if p.exists()] + sorted(folder.glob("step_*.png"))
 
 
 def _load_module(module: nn.Module, state: dict, source: str, what: str) -> None:
