@@ -102,37 +102,74 @@ def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     return ran
 
 
-def _check_leaky_relu_between(out: torch.Tensor, nxt: torch.Tensor, k: int, model: nn.Module) -> None:
-    """``nxt``, what layer k + 1 received, must be LeakyReLU(0.2) of ``out``, what layer
-    k gave. A ReLU, no activation and another slope each get their own message;
-    something else in between (BatchNorm, say) passes if the model has a LeakyReLU."""
-    out = out.reshape(nxt.shape) if out.numel() == nxt.numel() else out
-    if out.shape != nxt.shape or torch.allclose(nxt, nn.functional.leaky_relu(out, 0.2), atol=1e-5):
-        return  # right, or a size mismatch that the size checks speak to
-    if torch.allclose(nxt, out, atol=1e-5):
-        raise Mistake(f"no activation after hidden layer {k}: the seed puts nn.LeakyReLU(0.2) "
+def _links(model: nn.Module, x: torch.Tensor, kind: type) -> list[list[tuple]]:
+    """Run ``model`` on ``x``; for each pair of consecutive ``kind`` layers (in the order
+    they ran), the (before, after) tensor pairs that lead from the first one's output to
+    the second one's input: each leaf module that ran in between (what it received and
+    gave) and each stretch of plain code (what one module gave and the next received).
+    Clones: an inplace activation would otherwise overwrite the recorded tensors."""
+    ran = []  # (module, input, output) of each leaf module, in run order
+
+    def register(m: nn.Module) -> list:
+        if any(True for _ in m.children()):
+            return []
+        seen = {}
+        return [m.register_forward_pre_hook(
+                    lambda _, a: seen.__setitem__("in", a[0].detach().clone())),
+                m.register_forward_hook(
+                    lambda mod, a, out: ran.append((mod, seen.pop("in"), out.detach().clone())))]
+
+    _run_hooked(model, x, register)
+    at = [i for i, (m, _, _) in enumerate(ran) if isinstance(m, kind)]
+    chains = []
+    for i, j in zip(at, at[1:]):
+        values = [ran[i][2]] + [t for _, a, out in ran[i + 1:j] for t in (a, out)] + [ran[j][1]]
+        chains.append(list(zip(values, values[1:])))
+    return chains
+
+
+def _check_leaky_relu_between(links: list[tuple], k: int, layer: str) -> None:
+    """Somewhere on the way from layer k to layer k + 1 (``links``, from ``_links``),
+    LeakyReLU(0.2) must be applied, as a module or as a function, before or after a
+    BatchNorm. A ReLU, no activation and another slope each get their own message."""
+    def same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+        return a.numel() == b.numel() and torch.allclose(b, a.reshape(b.shape), atol=atol)
+
+    # On inputs >= 0 LeakyReLU changes nothing, so a step only counts as one if its
+    # input had negative values (after a ReLU, what follows would look like one).
+    if not links or any((a < -1e-3).any() and same(nn.functional.leaky_relu(a, 0.2), b)
+                        for a, b in links):
+        return
+    if not all(a.numel() == b.numel() for a, b in links):
+        return  # a size mismatch, which the size checks speak to
+    if same(links[0][0], links[-1][1]):
+        raise Mistake(f"no activation after {layer} {k}: the seed puts nn.LeakyReLU(0.2) "
                       "after each hidden layer; without it the layers collapse into one linear map.")
-    if torch.allclose(nxt, torch.relu(out), atol=1e-5):
-        raise Mistake(f"ReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2), whose "
-                      "small negative slope keeps units from dying (notebook 2).")
-    negative = out < -1e-3
-    if negative.any() and torch.allclose(nxt[~negative], out[~negative].clamp(min=0), atol=1e-4):
-        slope = (nxt[negative] / out[negative]).median().item()
-        if torch.allclose(nxt[negative], slope * out[negative], atol=1e-4):
-            raise Mistake(f"LeakyReLU with slope {slope:.2g} after hidden layer {k}: the seed "
-                          "uses nn.LeakyReLU(0.2) (PyTorch's default slope is 0.01).")
-    if not any(isinstance(m, nn.LeakyReLU) for m in model.modules()):
-        raise Mistake(f"no LeakyReLU after hidden layer {k}: the seed uses nn.LeakyReLU(0.2) "
-                      "after each hidden layer.")
+    for a, b in links:
+        a = a.reshape(b.shape)
+        negative = a < -1e-3
+        if not negative.any() or same(a, b):
+            continue
+        if same(torch.relu(a), b):
+            raise Mistake(f"ReLU after {layer} {k}: use nn.LeakyReLU(0.2), as the seed does; "
+                          "its small negative slope keeps units from dying (notebook 2).")
+        if same(a[~negative].clamp(min=0), b[~negative], atol=1e-4):
+            slope = (b[negative] / a[negative]).median().item()
+            if same(slope * a[negative], b[negative], atol=1e-4):
+                raise Mistake(f"LeakyReLU with slope {slope:.2g} after {layer} {k}: the seed "
+                              "uses nn.LeakyReLU(0.2) (PyTorch's default slope is 0.01).")
+    raise Mistake(f"no LeakyReLU after {layer} {k}: the seed uses nn.LeakyReLU(0.2) "
+                  "after each hidden layer.")
 
 
-def _check_leaky_relus(model: nn.Module, x: torch.Tensor) -> None:
-    """Between each pair of consecutive linear layers (in the order they run), the next
-    one must receive LeakyReLU(0.2) of the previous one's output. Checked on the
-    numbers, so ``F.leaky_relu(h, 0.2)`` counts as much as ``nn.LeakyReLU(0.2)``."""
-    inputs, outputs = _trace(model, x, nn.Linear)
-    for k, (out, nxt) in enumerate(zip(outputs[:-1], inputs[1:]), start=1):
-        _check_leaky_relu_between(out, nxt, k, model)
+def _check_leaky_relus(model: nn.Module, x: torch.Tensor, kind: type = nn.Linear,
+                       layer: str = "hidden layer") -> None:
+    """Between each pair of consecutive ``kind`` layers (in the order they run), the
+    next one must receive LeakyReLU(0.2) of the previous one's output, possibly with
+    BatchNorm before or after it. Checked on the numbers, so ``F.leaky_relu(h, 0.2)``
+    counts as much as ``nn.LeakyReLU(0.2)``."""
+    for k, links in enumerate(_links(model, x, kind), start=1):
+        _check_leaky_relu_between(links, k, layer)
 
 
 # --------------------------------------------------------------------- the checks
@@ -451,14 +488,7 @@ def _check_dcgan_discriminator(student) -> list[str]:
         raise Mistake("BatchNorm on the first layer: the DCGAN paper leaves it out of D's input "
                       "layer (and G's output layer); put nn.LeakyReLU(0.2) straight after the "
                       "first convolution.")
-    inputs, outputs = _trace(d, x, nn.Conv2d)
-    if len(inputs) >= 2:
-        _check_leaky_relu_between(outputs[0], inputs[1], 1, d)
-    for k, received in enumerate(inputs[2:], start=2):
-        if not (received < 0).any():
-            raise Mistake(f"ReLU after convolution {k}: DCGAN's discriminator uses "
-                          "nn.LeakyReLU(0.2) after each convolution but the last (ReLU belongs "
-                          "to the generator).")
+    _check_leaky_relus(d, x, nn.Conv2d, "convolution")
     with torch.no_grad():
         p = d(x)
     if tuple(p.shape) != (4, 1):

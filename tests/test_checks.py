@@ -61,17 +61,24 @@ def fc_generator(*activations):
 
 
 class FunctionalGenerator(nn.Module):
-    """Right, written with F.leaky_relu instead of nn.LeakyReLU modules."""
+    """Right, written with F.leaky_relu instead of nn.LeakyReLU modules; optionally with
+    BatchNorm before each activation, and F.relu instead (``slope`` None)."""
 
-    def __init__(self):
+    def __init__(self, batchnorm=False, slope=0.2):
         super().__init__()
         self.l1, self.l2 = nn.Linear(100, 128), nn.Linear(128, 256)
         self.l3, self.l4 = nn.Linear(256, 512), nn.Linear(512, 784)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(n) if batchnorm else nn.Identity()
+                                   for n in (128, 256, 512))
+        self.slope = slope
+
+    def act(self, h):
+        return nn.functional.relu(h) if self.slope is None else nn.functional.leaky_relu(h, self.slope)
 
     def forward(self, z):
-        h = nn.functional.leaky_relu(self.l1(z), 0.2)
-        h = nn.functional.leaky_relu(self.l2(h), 0.2)
-        h = nn.functional.leaky_relu(self.l3(h), 0.2)
+        h = self.act(self.norms[0](self.l1(z)))
+        h = self.act(self.norms[1](self.l2(h)))
+        h = self.act(self.norms[2](self.l3(h)))
         return torch.tanh(self.l4(h)).view(-1, 1, 28, 28)
 
 
@@ -86,6 +93,17 @@ def test_the_activations_are_checked_on_the_numbers():
     assert not passed and "slope 0.01 after hidden layer 1" in text
     passed, text = run(checks.check_generator, fc_generator(leaky, leaky, None))
     assert not passed and "no activation after hidden layer 3" in text
+    # BatchNorm before or after the activation, which is a module or a function.
+    assert run(checks.check_generator, FunctionalGenerator(batchnorm=True))[0]
+    bn_then = [nn.Sequential(nn.BatchNorm1d(n), nn.LeakyReLU(0.2)) for n in (128, 256, 512)]
+    assert run(checks.check_generator, fc_generator(*bn_then))[0]
+    then_bn = [nn.Sequential(nn.LeakyReLU(0.2), nn.BatchNorm1d(n)) for n in (128, 256, 512)]
+    assert run(checks.check_generator, fc_generator(*then_bn))[0]
+    passed, text = run(checks.check_generator, FunctionalGenerator(batchnorm=True, slope=None))
+    assert not passed and "ReLU after hidden layer 1" in text
+    bn_only = fc_generator(leaky, nn.BatchNorm1d(256), leaky)
+    passed, text = run(checks.check_generator, bn_only)
+    assert not passed and "no LeakyReLU after hidden layer 2" in text
     relu_d = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256),
                            nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
     passed, text = run(checks.check_discriminator, relu_d)
@@ -335,8 +353,8 @@ def test_dcgan_discriminator_checks():
     assert run(check, FunctionalDCGAND)[0]
     planted = {
         "BatchNorm on the first layer": dcgan_d(first_bn=True),
-        "ReLU after hidden layer 1": dcgan_d(act=nn.ReLU),
-        "slope 0.01 after hidden layer 1": dcgan_d(act=nn.LeakyReLU),
+        "ReLU after convolution 1": dcgan_d(act=nn.ReLU),
+        "slope 0.01 after convolution 1": dcgan_d(act=nn.LeakyReLU),
         "ReLU after convolution 2": dcgan_d(later_act=nn.ReLU),
         "pooling": dcgan_d(ending="pool"),
         "a fully connected layer": dcgan_d(ending="fc"),
