@@ -36,7 +36,8 @@ test-browser: $(STAMP)
 # Re-execute the notebooks in place, full length, to refresh their committed outputs.
 notebooks: $(STAMP)
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace $(KERNEL_ENCRYPTION) \
-		--ExecutePreprocessor.timeout=1800 notebooks/*.ipynb notebooks/assignments/*.ipynb
+		--ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.record_timing=False \
+		notebooks/*.ipynb notebooks/assignments/*.ipynb
 	$(PY) -m gan_helpers tidy-notebooks notebooks/*.ipynb notebooks/assignments/*.ipynb
 
 lab: $(STAMP)
