@@ -264,12 +264,11 @@ def score_images(fake: torch.Tensor, dataset: str = "mnist") -> dict:
 def score_generator(
     generator: nn.Module, n: int = 10000, seed: int = 0, dataset: str = "mnist"
 ) -> dict:
-    """Draw ``n`` samples from ``generator`` (seeded) and score them."""
+    """Draw ``n`` samples from ``generator`` (the noise of seed ``seed``: other seeds
+    draw other samples) and score them."""
     from .training import generate
 
-    samples = torch.cat([
-        generate(generator, min(1000, n - i), seed=seed * 1000 + i) for i in range(0, n, 1000)
-    ])
+    samples = generate(generator, n, seed=seed)
     return score_images(samples, dataset)
 
 

@@ -916,16 +916,20 @@ def pretrained(model: str = "fc") -> nn.Module:
 
 @torch.no_grad()
 def generate(
-    generator: nn.Module, n: int, seed: int | None = None, device: str | torch.device = "cpu"
+    generator: nn.Module, n: int, seed: int | None = None, device: str | torch.device = "cpu",
+    batch_size: int = 1000,
 ) -> torch.Tensor:
     """Draw ``n`` images from ``generator`` (in eval mode): (n, 1, 28, 28) in [-1, 1].
-    A ``seed`` gives the same images every time on the CPU."""
+    The noise, (n, latent_dim) ~ N(0, 1), is drawn in one go from ``seed`` (the same
+    images every time on the CPU); the generator runs on ``batch_size`` of it at a
+    time, so a large ``n`` needs no more memory for activations than that."""
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    z = torch.randn(n, generator.latent_dim, generator=g).to(resolve_device(device))
+    z = torch.randn(n, generator.latent_dim, generator=g)
+    dev = resolve_device(device)
     was_training = generator.training
     generator.eval()
     try:
-        return generator(z)
+        return torch.cat([generator(chunk.to(dev)) for chunk in z.split(batch_size)])
     finally:
         generator.train(was_training)
 

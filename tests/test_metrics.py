@@ -48,6 +48,32 @@ def test_noise_is_illegible():
     assert scores["frechet_distance"] > 50
 
 
+class NoiseRecorder(torch.nn.Module):
+    """A stand-in generator that keeps the noise it is given."""
+
+    latent_dim = 100
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, z):
+        self.seen.append(z.clone())
+        return torch.tanh(z[:, :1, None, None].expand(-1, 1, 28, 28))
+
+
+def test_each_seed_scores_its_own_samples():
+    noise = {}
+    for seed in (0, 1):
+        recorder = NoiseRecorder()
+        metrics.score_generator(recorder, n=2500, seed=seed)
+        noise[seed] = torch.cat(recorder.seen)
+        assert [len(z) for z in recorder.seen] == [1000, 1000, 500]  # in chunks
+        # one stream of N(0, 1) noise per seed
+        assert torch.equal(noise[seed], torch.randn(2500, 100, generator=torch.Generator().manual_seed(seed)))
+    assert not (noise[0][:, None] == noise[1][None]).all(-1).any(), "seeds 0 and 1 share samples"
+
+
 def test_evaluate_cli(tmp_path, capsys):
     assert main(["train", "--max-steps", "3", "--batch-size", "32", "--out", str(tmp_path), "--quiet"]) == 0
     capsys.readouterr()

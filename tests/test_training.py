@@ -14,6 +14,7 @@ from gan_helpers.training import (
     GANTrainer,
     TrainConfig,
     TrainingDiverged,
+    generate,
     load_checkpoint,
     load_generator,
     resolve_device,
@@ -154,6 +155,19 @@ def params(trainer):
     return [t.clone() for t in list(trainer.generator.state_dict().values())
             + list(trainer.discriminator.state_dict().values())
             + list(trainer.sampler.state_dict().values())]
+
+
+@pytest.mark.parametrize("model", ["fc", "dcgan"])
+def test_generate_runs_the_generator_in_batches(model):
+    torch.manual_seed(0)
+    g = build_models(model)[0].train()
+    whole = generate(g, 250, seed=3, batch_size=250)
+    batched = generate(g, 250, seed=3, batch_size=100)
+    assert batched.shape == (250, 1, 28, 28) and batched.abs().max() <= 1
+    assert torch.allclose(batched, whole, atol=1e-6)  # eval mode: each image on its own
+    assert torch.equal(batched, generate(g, 250, seed=3, batch_size=100))
+    assert not torch.equal(batched, generate(g, 250, seed=4, batch_size=100))
+    assert g.training  # mode restored
 
 
 @pytest.mark.parametrize("model,recipe,decay,ramp", [
