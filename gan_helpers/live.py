@@ -45,7 +45,7 @@ class LiveDashboard:
     ``max_draw_share`` keeps drawing to at most that share of the wall time (0.2 by
     default: a redraw costs 0.1-0.3 s of CPU that training would otherwise get, so
     unbounded it could halve the steps of a run).
-    With ``classes=True`` (the default where the shipped MNIST classifier applies) it
+    With ``classes=True`` (the default; it applies to MNIST runs, of any latent size) it
     also shows which digits 256 fixed samples look like, and warns in plain words when
     a digit has vanished from them (mode collapse).
     """
@@ -63,7 +63,7 @@ class LiveDashboard:
         self.max_draw_share = max_draw_share
         self._draw_cost = 0.0
         self.classes = classes
-        self._class_noise = torch.randn(256, 100, generator=torch.Generator().manual_seed(1234))
+        self._class_noise: torch.Tensor | None = None  # drawn for the run's latent size
         self.status = widgets.HTML(f"<b>{title}</b>: waiting for the first step")
         self.class_view = widgets.HTML()
         self.grid = widgets.Image(format="png", layout=widgets.Layout(width="300px"))
@@ -143,8 +143,12 @@ class LiveDashboard:
     def _class_report(self, trainer) -> str:
         """HTML: the share of each digit among 256 fixed samples, and a warning when
         the samples are legible but some digit is missing."""
-        if trainer.config.dataset != "mnist" or trainer.config.latent_dim != self._class_noise.shape[1]:
+        if trainer.config.dataset != "mnist":
             return ""
+        latent_dim = trainer.config.latent_dim
+        if self._class_noise is None or self._class_noise.shape[1] != latent_dim:
+            rng = torch.Generator().manual_seed(1234)
+            self._class_noise = torch.randn(256, latent_dim, generator=rng)
         from .metrics import CONFIDENT, class_scores
 
         try:
