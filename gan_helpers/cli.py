@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "of gan_helpers.metrics.",
     )
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or generator file")
-    evaluate.add_argument("--n", type=_positive_int, default=10000, help="samples to score (default 10000)")
+    evaluate.add_argument("--n", type=_positive_int, default=10000,
+                          help="samples to score (default 10000); the distance is larger for "
+                          "fewer samples, so compare scores at the same n")
     evaluate.add_argument("--seed", type=int, default=0,
                           help="seed of the samples (default 0); other seeds draw other samples")
     evaluate.add_argument("--json", action="store_true", help="print one line of JSON")

@@ -227,6 +227,12 @@ def frechet_distance(
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     real = _real_reference(dataset) if real is None else real
+    if min(len(fake), len(real)) < 2:
+        raise ValueError(
+            f"the Fréchet distance compares two spreads of features, so it needs at least 2 "
+            f"images on each side (a few hundred for a stable value); got {len(fake)} "
+            f"generated and {len(real)} real"
+        )
     fid = FrechetInceptionDistance(
         feature=_Features(load_classifier(dataset)), input_img_size=(1, 28, 28),
         reset_real_features=False,

@@ -74,6 +74,15 @@ def test_each_seed_scores_its_own_samples():
     assert not (noise[0][:, None] == noise[1][None]).all(-1).any(), "seeds 0 and 1 share samples"
 
 
+def test_too_few_samples_for_a_distance(capsys):
+    with pytest.raises(ValueError, match="at least 2 images on each side"):
+        metrics.frechet_distance(torch.zeros(1, 1, 28, 28))
+    from gan_helpers.training import PRETRAINED_DIR
+
+    assert main(["evaluate", "--checkpoint", str(PRETRAINED_DIR / "generator-fc.pt"), "--n", "1"]) == 1
+    assert "needs at least 2 images" in capsys.readouterr().err
+
+
 def test_evaluate_cli(tmp_path, capsys):
     assert main(["train", "--max-steps", "3", "--batch-size", "32", "--out", str(tmp_path), "--quiet"]) == 0
     capsys.readouterr()
