@@ -578,6 +578,7 @@ class GANTrainer:
         ``out_dir`` leaves the folder as it is."""
         if self._out_dir_claimed or self.out_dir is None:
             return
+        _check_writable(self.out_dir)  # before training, not at the first save
         self._out_dir_claimed = True
         here = self.checkpoint_path
         if self.resumed_from is not None and here.exists() and here.resolve() == self.resumed_from:
@@ -821,6 +822,22 @@ def _load_module(module: nn.Module, state: dict, source: str, what: str) -> None
             f"{source}: its {what} does not match a {type(module).__name__} "
             f"({first}). The checkpoint is from another architecture; build the model "
             "it was trained with, or use the checkpoint's own configuration."
+        ) from err
+
+
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and make sure files can be written there; raise an
+    OSError that names the folder and the fix otherwise."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(
+            f"cannot write to the output folder {folder} ({err.strerror or err}); "
+            "choose a folder you can write to (--out on the command line, out_dir in Python)"
         ) from err
 
 

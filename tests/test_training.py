@@ -243,6 +243,15 @@ def _names(folder):
     return sorted(p.name for p in folder.iterdir() if p.is_file())
 
 
+def test_an_unwritable_output_folder_stops_before_training(tmp_path, mnist_small):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    t = GANTrainer(small(), data=mnist_small, out_dir=blocker / "run", log=lambda _: None)
+    with pytest.raises(OSError, match="cannot write to the output folder .*a-file/run"):
+        t.fit(steps=5, progress=False)
+    assert t.step == 0  # no training was spent before the error
+
+
 def test_a_new_run_moves_the_run_before_it_aside(tmp_path, mnist_small):
     # Running the same command or notebook twice must not cost the first run's training.
     said = []
