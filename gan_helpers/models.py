@@ -20,12 +20,18 @@ LEAKY_SLOPE = 0.2  # the seed's (and DCGAN paper's) LeakyReLU slope
 
 
 def _check_latent(z: torch.Tensor, latent_dim: int, model: str) -> None:
-    if z.dim() != 2 or z.shape[1] != latent_dim:
-        raise ValueError(
-            f"{model} expects noise of shape (N, {latent_dim}), got {tuple(z.shape)}. "
-            f"Draw it with torch.randn(N, {latent_dim}), or build the generator with "
-            f"latent_dim={z.shape[-1] if z.dim() else '...'} to match your noise."
-        )
+    if z.dim() == 2 and z.shape[1] == latent_dim:
+        return
+    problem = f"{model} expects noise of shape (N, {latent_dim}), got {tuple(z.shape)}."
+    if z.dim() == 2:
+        fix = (f"Draw it with torch.randn(N, {latent_dim}), or build the generator with "
+               f"latent_dim={z.shape[1]} to match your noise.")
+    elif z.dim() > 2 and z.shape[1] == latent_dim and z[0].numel() == latent_dim:
+        # pytorch/examples' DCGAN draws (N, nz, 1, 1); here G adds the 1 x 1 axes itself.
+        fix = f"Pass it as (N, {latent_dim}): z.flatten(1)."
+    else:
+        fix = f"Draw it with torch.randn(N, {latent_dim}): one vector per image."
+    raise ValueError(f"{problem} {fix}")
 
 
 def _check_images(x: torch.Tensor, model: str) -> None:

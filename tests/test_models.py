@@ -107,6 +107,11 @@ def test_wrong_latent_size_is_a_clear_error(model):
     g, _ = build_models(model)
     with pytest.raises(ValueError, match=r"expects noise of shape \(N, 100\), got \(3, 64\)"):
         g(torch.randn(3, 64))
+    # pytorch/examples' DCGAN noise, (N, nz, 1, 1): told how to pass it, not to change latent_dim
+    with pytest.raises(ValueError, match=r"got \(3, 100, 1, 1\)\. Pass it as \(N, 100\): z.flatten\(1\)"):
+        g(torch.randn(3, 100, 1, 1))
+    with pytest.raises(ValueError, match=r"got \(100,\)\. Draw it with torch.randn\(N, 100\): one vector"):
+        g(torch.randn(100))
 
 
 @pytest.mark.parametrize("model", ["fc", "dcgan"])
