@@ -97,12 +97,16 @@ def release(src_dir: str | os.PathLike, dest_dir: str | os.PathLike) -> list[Pat
 
 
 def grade(
-    notebook: str | os.PathLike, cell_timeout: float = 120.0, kernel_name: str = "python3"
+    notebook: str | os.PathLike, cell_timeout: float = 120.0, kernel_name: str = "python3",
+    fast: bool = True,
 ) -> dict:
     """Execute ``notebook`` in a fresh kernel and score its exercises.
 
     Each cell may run ``cell_timeout`` seconds; a cell that raises or runs too long is
-    recorded and execution goes on. Returns ``{"notebook", "score", "max_score",
+    recorded and execution goes on. With ``fast`` (the default) the kernel runs in the
+    course's fast mode (``GAN_COURSE_FAST=1``, as under ``make test``), so the "Try it"
+    cells train for a few steps only: the scores come from the checks, not from them.
+    Returns ``{"notebook", "score", "max_score",
     "exercises": [{"name", "score", "max_score", "feedback"}], "cell_errors": [...]}``.
     """
     import nbformat
@@ -128,8 +132,9 @@ def grade(
         config=Config({"KernelManager": {"transport_encryption": "auto"}}),
     )
     failure = None
+    kernel_env = {"env": {**os.environ, "GAN_COURSE_FAST": "1"}} if fast else {}
     try:
-        client.execute()
+        client.execute(**kernel_env)
     except Exception as err:  # the kernel died, or could not start
         failure = f"the notebook could not be run to the end: {type(err).__name__}: {err}"
     cell_errors = []

@@ -95,10 +95,13 @@ def test_a_class_is_graded_in_one_command(released, tmp_path, capsys):
     assert [r["notebook"] for r in rows] == list(map(str, returns))
 
 
-def test_endless_loop_and_exceptions_are_graded(tmp_path):
+def test_endless_loop_and_exceptions_are_graded(tmp_path, monkeypatch):
+    monkeypatch.delenv("GAN_COURSE_FAST", raising=False)
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("import torch\nfrom torch import nn"),
+        # grading runs the notebook in fast mode, whatever the teacher's shell has
+        nbformat.v4.new_code_cell("import os\nassert os.environ['GAN_COURSE_FAST'] == '1', 'slow'"),
         nbformat.v4.new_code_cell("while True:\n    pass"),
         nbformat.v4.new_code_cell("def train_step(*args):\n    raise RuntimeError('oops')"),
         nbformat.v4.new_code_cell("1 / 0"),
@@ -109,6 +112,7 @@ def test_endless_loop_and_exceptions_are_graded(tmp_path):
     assert report["score"] == 0 and report["max_score"] == 1
     assert "oops" in report["exercises"][0]["feedback"]
     assert any("ZeroDivisionError" in e for e in report["cell_errors"])
+    assert not any("GAN_COURSE_FAST" in e or "slow" in e for e in report["cell_errors"])
 
 
 def test_grade_refuses_what_is_not_a_notebook(tmp_path, capsys):
