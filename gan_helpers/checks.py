@@ -78,22 +78,6 @@ def _run_hooked(model: nn.Module, x: torch.Tensor, register: Callable) -> None:
             h.remove()
 
 
-def _trace(model: nn.Module, x: torch.Tensor, kind: type) -> tuple[list, list]:
-    """Run ``model`` on ``x`` and return what each of its ``kind`` layers received and
-    gave, in the order they ran. Clones: an inplace activation after a layer would
-    otherwise overwrite the recorded output."""
-    inputs, outputs = [], []
-
-    def register(m: nn.Module) -> list:
-        if not isinstance(m, kind):
-            return []
-        return [m.register_forward_pre_hook(lambda _, a: inputs.append(a[0].detach().clone())),
-                m.register_forward_hook(lambda _, a, out: outputs.append(out.detach().clone()))]
-
-    _run_hooked(model, x, register)
-    return inputs, outputs
-
-
 def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     """The leaf modules of ``model`` in the order they run on ``x``."""
     ran = []
@@ -128,36 +112,56 @@ def _links(model: nn.Module, x: torch.Tensor, kind: type) -> list[list[tuple]]:
     return chains
 
 
+def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+    """Whether ``b`` holds the values of ``a`` (in any shape of as many elements)."""
+    return a.numel() == b.numel() and torch.allclose(b, a.reshape(b.shape), atol=atol)
+
+
+def _is_relu(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the step a -> b is a ReLU that shows as one: some inputs were negative."""
+    return bool((a < -1e-3).any()) and _same(torch.relu(a), b)
+
+
+def _is_leaky_relu(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the step a -> b is a LeakyReLU of any slope in (0, 0.9): inputs >= 0
+    pass unchanged, negative ones are all scaled by the same small factor."""
+    if a.numel() != b.numel():
+        return False
+    b = b.reshape(a.shape)
+    negative = a < -1e-3
+    if not negative.any() or not _same(a[a >= 0], b[a >= 0]):
+        return False
+    ratio = b[negative] / a[negative]
+    return 0 < ratio.min().item() and ratio.max().item() < 0.9 and torch.allclose(
+        ratio, ratio.median().expand_as(ratio), atol=1e-3)
+
+
 def _check_leaky_relu_between(links: list[tuple], k: int, layer: str) -> None:
     """Somewhere on the way from layer k to layer k + 1 (``links``, from ``_links``),
     LeakyReLU(0.2) must be applied, as a module or as a function, before or after a
     BatchNorm. A ReLU, no activation and another slope each get their own message."""
-    def same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
-        return a.numel() == b.numel() and torch.allclose(b, a.reshape(b.shape), atol=atol)
-
     # On inputs >= 0 LeakyReLU changes nothing, so a step only counts as one if its
     # input had negative values (after a ReLU, what follows would look like one).
-    if not links or any((a < -1e-3).any() and same(nn.functional.leaky_relu(a, 0.2), b)
+    if not links or any((a < -1e-3).any() and _same(nn.functional.leaky_relu(a, 0.2), b)
                         for a, b in links):
         return
     if not all(a.numel() == b.numel() for a, b in links):
         return  # a size mismatch, which the size checks speak to
-    if same(links[0][0], links[-1][1]):
+    if _same(links[0][0], links[-1][1]):
         raise Mistake(f"no activation after {layer} {k}: the seed puts nn.LeakyReLU(0.2) "
                       "after each hidden layer; without it the layers collapse into one linear map.")
     for a, b in links:
         a = a.reshape(b.shape)
         negative = a < -1e-3
-        if not negative.any() or same(a, b):
+        if not negative.any() or _same(a, b):
             continue
-        if same(torch.relu(a), b):
+        if _is_relu(a, b):
             raise Mistake(f"ReLU after {layer} {k}: use nn.LeakyReLU(0.2), as the seed does; "
                           "its small negative slope keeps units from dying (notebook 2).")
-        if same(a[~negative].clamp(min=0), b[~negative], atol=1e-4):
+        if _is_leaky_relu(a, b):
             slope = (b[negative] / a[negative]).median().item()
-            if same(slope * a[negative], b[negative], atol=1e-4):
-                raise Mistake(f"LeakyReLU with slope {slope:.2g} after {layer} {k}: the seed "
-                              "uses nn.LeakyReLU(0.2) (PyTorch's default slope is 0.01).")
+            raise Mistake(f"LeakyReLU with slope {slope:.2g} after {layer} {k}: the seed "
+                          "uses nn.LeakyReLU(0.2) (PyTorch's default slope is 0.01).")
     raise Mistake(f"no LeakyReLU after {layer} {k}: the seed uses nn.LeakyReLU(0.2) "
                   "after each hidden layer.")
 
@@ -445,16 +449,20 @@ def _check_dcgan_generator(student) -> list[str]:
         raise Mistake("no BatchNorm: DCGAN puts nn.BatchNorm2d after every transposed convolution but the last.")
     z = torch.randn(4, 100)
     g.eval()
-    # What each transposed convolution after the first receives: ReLU's output is never
-    # negative (checked on the numbers, so F.relu counts as much as nn.ReLU).
-    inputs, _ = _trace(g, z, nn.ConvTranspose2d)
+    # Between two transposed convolutions a ReLU must act, checked on the numbers (so
+    # F.relu counts as much as nn.ReLU, before or after a BatchNorm).
+    for k, links in enumerate(_links(g, z, nn.ConvTranspose2d), start=1):
+        if any(_is_relu(a, b) for a, b in links):
+            continue
+        leaky = any(_is_leaky_relu(a, b) for a, b in links)
+        raise Mistake(
+            f"LeakyReLU after transposed convolution {k}: DCGAN's generator uses nn.ReLU "
+            "(after the BatchNorm); LeakyReLU belongs to the discriminator." if leaky else
+            f"no ReLU after transposed convolution {k}: DCGAN's generator ends every layer "
+            "but the last in nn.ReLU (after the BatchNorm)."
+        )
     with torch.no_grad():
         out = g(z)
-    for k, x in enumerate(inputs[1:], start=1):
-        if (x < 0).any():
-            raise Mistake(f"the input of transposed convolution {k + 1} has negative values: "
-                          "DCGAN's generator ends every layer but the last in ReLU "
-                          "(nn.ReLU after the BatchNorm; LeakyReLU belongs to the discriminator).")
     with torch.no_grad():
         loud = g(z * 100)
     if tuple(out.shape) != (4, 1, 28, 28):

@@ -303,9 +303,15 @@ class FunctionalReluDCGAN(nn.Module):
 def test_dcgan_activations_are_checked_on_the_numbers():
     assert run(checks.check_dcgan_generator, lambda: dcgan(nn.ReLU()))[0]
     assert run(checks.check_dcgan_generator, FunctionalReluDCGAN)[0]
-    for wrong in (nn.LeakyReLU(0.2), None):
-        passed, text = run(checks.check_dcgan_generator, lambda: dcgan(wrong))
-        assert not passed and "transposed convolution 2 has negative values" in text
+    passed, text = run(checks.check_dcgan_generator, lambda: dcgan(nn.LeakyReLU(0.2)))
+    assert not passed and "LeakyReLU after transposed convolution 1" in text
+    passed, text = run(checks.check_dcgan_generator, lambda: dcgan(None))
+    assert not passed and "no ReLU after transposed convolution 1" in text
+    # ReLU before the BatchNorm, in a network whose BatchNorm has learnt statistics
+    relu_then_bn = nn.Sequential(nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7),
+                                 nn.ReLU(), nn.BatchNorm2d(8), nn.ConvTranspose2d(8, 1, 4, 4), nn.Tanh())
+    relu_then_bn(torch.randn(64, 100))  # train mode: the running statistics move
+    assert run(checks.check_dcgan_generator, relu_then_bn)[0]
 
 
 def dcgan_d(first_bn=False, act=lambda: nn.LeakyReLU(0.2, inplace=True), later_act=None,
