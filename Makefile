@@ -46,5 +46,6 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/speed.py
 
+# What the tests and fast-mode notebooks leave; trained runs in images/runs/ stay.
 clean:
-	rm -rf images/runs .pytest_cache
+	rm -rf images/runs/fast images/runs/browser .pytest_cache
