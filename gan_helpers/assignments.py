@@ -80,14 +80,26 @@ def release_notebook(src: str | os.PathLike, dest: str | os.PathLike) -> int:
     return removed
 
 
-def release(src_dir: str | os.PathLike, dest_dir: str | os.PathLike) -> list[Path]:
-    """Release every notebook in ``src_dir`` into ``dest_dir``; returns the written paths."""
+def release(
+    src_dir: str | os.PathLike, dest_dir: str | os.PathLike, overwrite: bool = False
+) -> list[Path]:
+    """Release every notebook in ``src_dir`` into ``dest_dir``; returns the written paths.
+
+    A notebook already in ``dest_dir`` may hold a student's work, so nothing is written
+    when any would be replaced (ValueError naming them), unless ``overwrite``."""
     src_dir, dest_dir = Path(src_dir), Path(dest_dir)
     notebooks = sorted(src_dir.glob("*.ipynb"))
     if not notebooks:
         raise ValueError(f"no notebooks (*.ipynb) in {src_dir}")
     if dest_dir.resolve() == src_dir.resolve():
         raise ValueError("DEST_DIR must differ from SRC_DIR: releasing in place would delete the solutions")
+    existing = [dest_dir / nb.name for nb in notebooks if (dest_dir / nb.name).exists()]
+    if existing and not overwrite:
+        names = ", ".join(str(p) for p in existing)
+        raise ValueError(
+            f"{names} already exist(s) and may hold work done in them; nothing was written. "
+            "Release into another folder, or replace them with --force (overwrite=True)."
+        )
     written = []
     for nb in notebooks:
         target = dest_dir / nb.name

@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     release.add_argument("src_dir", type=Path, help="folder of solution notebooks")
     release.add_argument("dest_dir", type=Path, help="folder for the student notebooks")
+    release.add_argument("--force", action="store_true",
+                         help="replace notebooks already in DEST_DIR (and any work in them)")
 
     grade = sub.add_parser(
         "grade", help="run student notebooks and score their exercises",
@@ -323,7 +325,7 @@ def _run_train_classifier(args) -> int:
 def _run_release(args) -> int:
     from .assignments import release
 
-    for path in release(args.src_dir, args.dest_dir):
+    for path in release(args.src_dir, args.dest_dir, overwrite=args.force):
         print(f"released {path}")
     return 0
 

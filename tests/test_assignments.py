@@ -52,6 +52,23 @@ def test_release_refuses_in_place():
         release(SOLUTIONS, SOLUTIONS)
 
 
+def test_release_again_keeps_the_work_done_in_the_copies(tmp_path, capsys):
+    mine = tmp_path / "my-assignments"
+    assert main(["release", str(SOLUTIONS), str(mine)]) == 0
+    work = mine / "01_build_the_fc_gan.ipynb"
+    nb = nbformat.read(work, as_version=4)
+    nb.cells[3].source = "# a student's own generator\n" + nb.cells[3].source
+    nbformat.write(nb, work)
+    before = work.read_bytes()
+    capsys.readouterr()
+    assert main(["release", str(SOLUTIONS), str(mine)]) == 1  # the same command again
+    err = capsys.readouterr().err
+    assert "01_build_the_fc_gan.ipynb" in err and "nothing was written" in err and "--force" in err
+    assert work.read_bytes() == before
+    assert main(["release", str(SOLUTIONS), str(mine), "--force"]) == 0
+    assert "a student's own generator" not in work.read_text()
+
+
 def test_solutions_score_full_marks():
     report = grade(SOLUTIONS / "01_build_the_fc_gan.ipynb")
     assert report["max_score"] == 4 and report["score"] == 4, report
