@@ -582,6 +582,11 @@ class GANTrainer:
         self._out_dir_claimed = True
         here = self.checkpoint_path
         if self.resumed_from is not None and here.exists() and here.resolve() == self.resumed_from:
+            if self.out_dir.resolve().name == EARLIER_RUN_DIR:
+                self.log(f"note: this run continues in {self.out_dir}, where the next new run in "
+                         f"{self.out_dir.parent} puts the run before it, replacing this one. To "
+                         "keep it, continue it in a folder of its own (--out on the command "
+                         "line, out_dir in Python).")
             return
         earlier = _run_files(self.out_dir)
         if not earlier:

@@ -287,6 +287,21 @@ def test_continuing_a_run_leaves_its_folder_alone(tmp_path, mnist_small):
     assert _names(tmp_path) == ["checkpoint.pt", "early_vs_late.png", "step_0000002.png", "step_0000004.png"]
 
 
+def test_resuming_a_run_kept_in_previous_says_where_it_lives(tmp_path, mnist_small):
+    said = []
+    for steps in (3, 2):  # the second run moves the first into previous/
+        GANTrainer(small(), data=mnist_small, out_dir=tmp_path, log=said.append).fit(steps=steps, progress=False)
+    said.clear()
+    kept = tmp_path / "previous" / "checkpoint.pt"
+    resumed = GANTrainer.from_checkpoint(kept, data=mnist_small, log=said.append)
+    resumed.fit(steps=5, progress=False)
+    assert any("next new run in" in line and "--out" in line for line in said), said
+    said.clear()
+    GANTrainer.from_checkpoint(tmp_path / "checkpoint.pt", data=mnist_small, log=said.append).fit(
+        steps=4, progress=False)
+    assert not any("next new run in" in line for line in said)
+
+
 def test_a_moved_run_folder_resumes_and_finds_its_grids(tmp_path, mnist_small):
     GANTrainer(small(sample_interval=2), data=mnist_small, out_dir=tmp_path / "a").fit(steps=2, progress=False)
     (tmp_path / "a").rename(tmp_path / "kept")
