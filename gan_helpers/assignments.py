@@ -95,10 +95,11 @@ def release(
         raise ValueError("DEST_DIR must differ from SRC_DIR: releasing in place would delete the solutions")
     existing = [dest_dir / nb.name for nb in notebooks if (dest_dir / nb.name).exists()]
     if existing and not overwrite:
-        names = ", ".join(str(p) for p in existing)
+        names = ", ".join(p.name for p in existing)
         raise ValueError(
-            f"{names} already exist(s) and may hold work done in them; nothing was written. "
-            "Release into another folder, or replace them with --force (overwrite=True)."
+            f"{dest_dir} already has {names}, perhaps with work done in them; nothing was "
+            "written. Release into another folder, or replace them with --force "
+            "(overwrite=True in Python)."
         )
     written = []
     for nb in notebooks:
@@ -118,8 +119,8 @@ def grade(
     recorded and execution goes on. With ``fast`` (the default) the kernel runs in the
     course's fast mode (``GAN_COURSE_FAST=1``, as under ``make test``), so the "Try it"
     cells train for a few steps only: the scores come from the checks, not from them.
-    Returns ``{"notebook", "score", "max_score",
-    "exercises": [{"name", "score", "max_score", "feedback"}], "cell_errors": [...]}``.
+    Returns ``{"notebook", "score", "max_score", "exercises": [{"name", "score",
+    "max_score", "feedback"}], "cell_errors": [...]}``.
     """
     import nbformat
     from nbclient import NotebookClient
