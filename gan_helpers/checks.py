@@ -78,21 +78,10 @@ def _run_hooked(model: nn.Module, x: torch.Tensor, register: Callable) -> None:
             h.remove()
 
 
-def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
-    """The leaf modules of ``model`` in the order they run on ``x``."""
+def _run_leaves(model: nn.Module, x: torch.Tensor) -> list[tuple]:
+    """Run ``model`` on ``x``; (module, input, output) of each leaf module, in the order
+    they ran. Clones: an inplace activation would otherwise overwrite what was recorded."""
     ran = []
-    _run_hooked(model, x, lambda m: [] if any(True for _ in m.children())
-                else [m.register_forward_hook(lambda mod, a, out: ran.append(mod))])
-    return ran
-
-
-def _links(model: nn.Module, x: torch.Tensor, kind: type) -> list[list[tuple]]:
-    """Run ``model`` on ``x``; for each pair of consecutive ``kind`` layers (in the order
-    they ran), the (before, after) tensor pairs that lead from the first one's output to
-    the second one's input: each leaf module that ran in between (what it received and
-    gave) and each stretch of plain code (what one module gave and the next received).
-    Clones: an inplace activation would otherwise overwrite the recorded tensors."""
-    ran = []  # (module, input, output) of each leaf module, in run order
 
     def register(m: nn.Module) -> list:
         if any(True for _ in m.children()):
@@ -104,6 +93,20 @@ def _links(model: nn.Module, x: torch.Tensor, kind: type) -> list[list[tuple]]:
                     lambda mod, a, out: ran.append((mod, seen.pop("in"), out.detach().clone())))]
 
     _run_hooked(model, x, register)
+    return ran
+
+
+def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+    """The leaf modules of ``model`` in the order they run on ``x``."""
+    return [m for m, _, _ in _run_leaves(model, x)]
+
+
+def _links(model: nn.Module, x: torch.Tensor, kind: type) -> list[list[tuple]]:
+    """Run ``model`` on ``x``; for each pair of consecutive ``kind`` layers (in the order
+    they ran), the (before, after) tensor pairs that lead from the first one's output to
+    the second one's input: each leaf module that ran in between (what it received and
+    gave) and each stretch of plain code (what one module gave and the next received)."""
+    ran = _run_leaves(model, x)
     at = [i for i, (m, _, _) in enumerate(ran) if isinstance(m, kind)]
     chains = []
     for i, j in zip(at, at[1:]):
