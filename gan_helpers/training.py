@@ -305,6 +305,42 @@ def make_optimizer(
     )
 
 
+def train_briefly(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    steps: int,
+    step: Callable = train_step,
+    data: ImageSet | None = None,
+    seed: int = 0,
+):
+    """Train a pair of networks for ``steps`` steps the seed's way: a quick look at
+    networks or a training step written elsewhere (the assignments' "Try it" cells).
+
+    Each network gets Adam with the seed's lr 0.0002 and betas (0.5, 0.999); the loss
+    is BCE on a sigmoid. Each step is one call ``step(generator, discriminator, opt_g,
+    opt_d, criterion, real, z)``, as ``train_step`` takes them, with a shuffled batch of
+    64 real images (64, 1, 28, 28) in [-1, 1] from ``data`` (default ``load_images()``),
+    epoch after epoch, and noise z (64, latent_dim) ~ N(0, 1) drawn from ``seed``.
+    Returns what the last call returned.
+    """
+    config = TrainConfig.for_recipe("seed", seed=seed)
+    opt_g, opt_d = make_optimizer(generator, config), make_optimizer(discriminator, config)
+    criterion = adversarial_loss(config.loss)
+    images = (data if data is not None else load_images()).scaled()
+    batches = ShuffledBatches(images, config.batch_size, seed=seed)
+    noise = torch.Generator().manual_seed(seed)
+    latent_dim = getattr(generator, "latent_dim", LATENT_DIM)
+    result, done = None, 0
+    for epoch in range(math.ceil(steps / batches.steps_per_epoch)):
+        for real in batches.epoch(epoch):
+            if done == steps:
+                break
+            z = torch.randn(len(real), latent_dim, generator=noise)
+            result = step(generator, discriminator, opt_g, opt_d, criterion, real, z)
+            done += 1
+    return result
+
+
 @torch.no_grad()
 def standing_statistics(
     generator: nn.Module, n: int = 2048, batch_size: int = 256, seed: int = 0
@@ -958,7 +994,7 @@ def generate(
 
 __all__ = [
     "TrainConfig", "StepStats", "TrainEvent", "GANTrainer", "TrainingDiverged",
-    "CheckpointError", "train_step", "atomic_save", "load_checkpoint", "load_generator",
-    "save_generator", "generate", "pretrained", "standing_statistics", "resolve_device",
+    "CheckpointError", "train_step", "train_briefly", "atomic_save", "load_checkpoint",
+    "load_generator", "save_generator", "generate", "pretrained", "standing_statistics", "resolve_device",
     "RECIPES", "SEED_EPOCHS",
 ]

@@ -12,6 +12,7 @@ from gan_helpers.models import build_models
 from gan_helpers.training import (
     CheckpointError,
     GANTrainer,
+    StepStats,
     TrainConfig,
     TrainingDiverged,
     generate,
@@ -19,6 +20,7 @@ from gan_helpers.training import (
     load_generator,
     resolve_device,
     standing_statistics,
+    train_briefly,
     train_step,
 )
 
@@ -105,6 +107,22 @@ def test_train_step_matches_the_seed_step(loss):
         seed_step(g2, d2, opts[2], opts[3], crit, real, z)
     for a, b in zip(list(g1.parameters()) + list(d1.parameters()), list(g2.parameters()) + list(d2.parameters())):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_train_briefly_runs_the_given_step_across_epochs(mnist_small):
+    calls = []
+
+    def step(g, d, opt_g, opt_d, criterion, real, z):
+        calls.append((real.shape, z.shape, opt_g.param_groups[0]["lr"], opt_g.param_groups[0]["betas"]))
+        return train_step(g, d, opt_g, opt_d, criterion, real, z)
+
+    torch.manual_seed(0)
+    g, d = build_models("fc")
+    before = [p.clone() for p in g.parameters()]
+    stats = train_briefly(g, d, 10, step=step, data=mnist_small)  # 8 batches an epoch
+    assert len(calls) == 10 and isinstance(stats, StepStats)
+    assert calls[0] == ((64, 1, 28, 28), (64, 100), 0.0002, (0.5, 0.999))
+    assert all(not torch.equal(a, b) for a, b in zip(before, g.parameters()))
 
 
 def test_step_stats_are_probabilities():
