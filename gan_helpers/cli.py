@@ -4,6 +4,7 @@
     python -m gan_helpers train --resume images/runs/fc-mnist/checkpoint.pt --max-seconds 60
     python -m gan_helpers train --recipe seed            # gan.py as written, 300 epochs
     python -m gan_helpers sample --checkpoint CKPT --n 64 --out samples.png
+    python -m gan_helpers sample --checkpoint dcgan --out dcgan.png   # a shipped generator
     python -m gan_helpers download mnist                 # full MNIST (needs internet)
     python -m gan_helpers evaluate --checkpoint CKPT --n 10000
     python -m gan_helpers release notebooks/assignments released/
@@ -28,6 +29,26 @@ RECIPE_HELP = (
     "course: the fast in-memory loop with the course defaults; seed: gan.py exactly "
     "(DataLoader + transforms, batch 64, lr 0.0002, betas (0.5, 0.999), 300 epochs)"
 )
+
+GENERATOR_SOURCE_HELP = (
+    "a run folder, its checkpoint.pt, a generator file, or fc / dcgan for the generators "
+    "shipped with the package"
+)
+
+
+def _generator_source(path: Path) -> Path:
+    """``--checkpoint`` as a file to load: a path that exists, else a shipped generator's
+    name (``fc``, ``dcgan``)."""
+    from .training import CheckpointError, pretrained_file
+
+    if path.exists():
+        return path
+    if str(path).lower() in MODEL_NAMES:
+        return pretrained_file(str(path))
+    raise CheckpointError(
+        f"checkpoint {path} does not exist; check the path, or pass fc or dcgan for a "
+        "shipped generator."
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -122,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--out", type=Path, default=None,
                        help="run folder for grids and checkpoint.pt (default images/runs/MODEL-DATASET)")
     files.add_argument("--resume", type=Path, default=None, metavar="CKPT",
-                       help="continue from this checkpoint.pt, with its own configuration")
+                       help="continue from this checkpoint.pt (or run folder), with its own configuration")
     files.add_argument("--checkpoint-every", type=_positive_float, default=120.0,
                        help="seconds between checkpoints (default 120; also at the end and on Ctrl-C)")
     files.add_argument("--data-dir", type=Path, default=None,
@@ -135,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="draw images from a trained generator",
                             description="Draw images from a checkpoint or a generator file.")
-    sample.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or generator file")
+    sample.add_argument("--checkpoint", type=Path, required=True, help=GENERATOR_SOURCE_HELP)
     sample.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
     sample.add_argument("--out", type=Path, required=True,
                         help=".npy: float32 array (N, 28, 28) in [-1, 1]; .png: a grid")
@@ -146,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw samples from a checkpoint or generator file and print the metrics "
         "of gan_helpers.metrics.",
     )
-    evaluate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt or generator file")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help=GENERATOR_SOURCE_HELP)
     evaluate.add_argument("--n", type=_positive_int, default=10000,
                           help="samples to score (default 10000); the distance is larger for "
                           "fewer samples, so compare scores at the same n")
@@ -190,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write the generator of a checkpoint as a small sampling-only file",
         description="Keep only what sampling needs (the generator and its configuration).",
     )
-    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt or its run folder")
     export.add_argument("--out", type=Path, required=True)
 
     tidy = sub.add_parser(
@@ -277,7 +298,7 @@ def _run_sample(args) -> int:
     suffix = args.out.suffix.lower()
     if suffix not in (".npy", ".png"):
         raise ValueError(f"--out must end in .npy or .png, got {args.out.name!r}")
-    generator, _ = load_generator(args.checkpoint)
+    generator, _ = load_generator(_generator_source(args.checkpoint))
     images = generate(generator, args.n, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
@@ -296,7 +317,7 @@ def _run_evaluate(args) -> int:
     from .metrics import format_scores, score_generator
     from .training import load_generator
 
-    generator, config = load_generator(args.checkpoint)
+    generator, config = load_generator(_generator_source(args.checkpoint))
     scores = score_generator(generator, n=args.n, seed=args.seed, dataset=config.dataset)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), **scores}))

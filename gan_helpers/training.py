@@ -825,7 +825,8 @@ class GANTrainer:
         **kwargs,
     ) -> "GANTrainer":
         """Rebuild a trainer from a training checkpoint, ready to ``fit`` further.
-        ``out_dir`` defaults to the checkpoint's folder."""
+        ``out_dir`` defaults to the checkpoint's folder. ``path`` may be the folder."""
+        path = checkpoint_file(path)
         state = load_checkpoint(path)
         if state.get("kind") != "training":
             raise CheckpointError(
@@ -899,10 +900,25 @@ def atomic_save(obj: dict, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: the path itself, or, for a run folder (what
+    ``train --out`` writes), the ``checkpoint.pt`` inside it."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "checkpoint.pt").is_file():
+            raise CheckpointError(
+                f"{path} is a folder with no checkpoint.pt in it; pass a run folder that "
+                "`python -m gan_helpers train` wrote, or a checkpoint file."
+            )
+        return path / "checkpoint.pt"
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint with ``torch.load(..., weights_only=True)`` (no code runs from
-    the file) and check that it is one of ours."""
-    path = Path(path)
+    the file) and check that it is one of ours. ``path`` may be a run folder: its
+    ``checkpoint.pt`` is read."""
+    path = checkpoint_file(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
@@ -961,14 +977,19 @@ def save_generator(generator: nn.Module, config: TrainConfig, path: str | os.Pat
 PRETRAINED_DIR = Path(__file__).resolve().parent / "weights"
 
 
+def pretrained_file(model: str) -> Path:
+    """The file of the generator shipped for ``model``, ``"fc"`` or ``"dcgan"`` (any case)."""
+    path = PRETRAINED_DIR / f"generator-{model.lower()}.pt"
+    if not path.exists():
+        raise CheckpointError(f"no pretrained {model!r} generator at {path}; choose 'fc' or 'dcgan'")
+    return path
+
+
 def pretrained(model: str = "fc") -> nn.Module:
     """A generator trained for longer and shipped with the package, in eval mode:
     ``"fc"`` or ``"dcgan"`` (README gives the commands that made them and their scores).
     """
-    path = PRETRAINED_DIR / f"generator-{model}.pt"
-    if not path.exists():
-        raise CheckpointError(f"no pretrained {model!r} generator at {path}; choose 'fc' or 'dcgan'")
-    generator, _ = load_generator(path)
+    generator, _ = load_generator(pretrained_file(model))
     return generator
 
 
@@ -994,7 +1015,7 @@ def generate(
 
 __all__ = [
     "TrainConfig", "StepStats", "TrainEvent", "GANTrainer", "TrainingDiverged",
-    "CheckpointError", "train_step", "train_briefly", "atomic_save", "load_checkpoint",
-    "load_generator", "save_generator", "generate", "pretrained", "standing_statistics", "resolve_device",
-    "RECIPES", "SEED_EPOCHS",
+    "CheckpointError", "train_step", "train_briefly", "atomic_save", "checkpoint_file",
+    "load_checkpoint", "load_generator", "save_generator", "generate", "pretrained",
+    "pretrained_file", "standing_statistics", "resolve_device", "RECIPES", "SEED_EPOCHS",
 ]

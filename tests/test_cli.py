@@ -45,6 +45,29 @@ def test_sample_png_grid(trained, tmp_path):
     assert Image.open(out).size == (242, 62)  # 8 x 2 tiles of 28 px, 2 px padding
 
 
+def test_a_run_folder_stands_for_its_checkpoint(trained, tmp_path):
+    by_file, by_folder = tmp_path / "file.npy", tmp_path / "folder.npy"
+    main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--n", "3", "--out", str(by_file), "--seed", "1"])
+    assert main(["sample", "--checkpoint", str(trained), "--n", "3", "--out", str(by_folder), "--seed", "1"]) == 0
+    assert np.array_equal(np.load(by_file), np.load(by_folder))
+
+
+def test_a_folder_without_checkpoint_is_named(tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "a.png")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a folder with no checkpoint.pt in it" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["fc", "DCGAN"])
+def test_sample_takes_a_shipped_generator_by_name(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file called fc or DCGAN here
+    assert main(["sample", "--checkpoint", name, "--n", "4", "--out", "s.npy", "--seed", "0"]) == 0
+    from gan_helpers.training import generate, pretrained
+
+    expected = generate(pretrained(name), 4, seed=0)[:, 0].numpy()  # any case
+    assert np.array_equal(np.load(tmp_path / "s.npy"), expected)
+
+
 def test_resume_continues(trained):
     assert main(["train", "--resume", str(trained / "checkpoint.pt"), "--max-steps", "8", "--quiet"]) == 0
     assert load_checkpoint(trained / "checkpoint.pt")["step"] == 8
@@ -70,7 +93,8 @@ def test_bad_option_is_one_line(argv, message, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["sample", "--checkpoint", "nope.pt", "--out", "a.png"], "checkpoint nope.pt does not exist"),
+        (["sample", "--checkpoint", "nope.pt", "--out", "a.png"],
+         "checkpoint nope.pt does not exist; check the path, or pass fc or dcgan"),
         (["train", "--b1", "2", "--max-steps", "1"], "b1 must be in [0, 1), got 2.0"),
         (["train", "--augment", "9", "--max-steps", "1"],
          "augment is the largest shift in pixels, 0 (off) to 7, got 9"),
@@ -86,6 +110,16 @@ def test_bad_values_are_one_line_errors(argv, message, capsys, monkeypatch):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_resume_from_a_run_folder(tmp_path):
+    argv = ["train", "--max-steps", "2", "--batch-size", "32", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    assert main(["train", "--resume", str(tmp_path), "--max-steps", "4", "--quiet"]) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.pt", "early_vs_late.png", "step_0000002.png", "step_0000004.png",
+    ]
 
 
 def test_resume_refuses_architecture_change(trained, capsys):
