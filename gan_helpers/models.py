@@ -35,15 +35,23 @@ def _check_latent(z: torch.Tensor, latent_dim: int, model: str) -> None:
 
 
 def _check_images(x: torch.Tensor, model: str) -> None:
-    ok = (x.dim() == 4 and tuple(x.shape[1:]) == IMAGE_SHAPE) or (
-        x.dim() == 2 and x.shape[1] == IMAGE_PIXELS
+    shape = tuple(x.shape)
+    if (x.dim() == 4 and shape[1:] == IMAGE_SHAPE) or (x.dim() == 2 and shape[1] == IMAGE_PIXELS):
+        return
+    if shape == IMAGE_SHAPE:
+        fix = "A single image needs a batch axis: x.unsqueeze(0)."
+    elif x.dim() == 3 and shape[1:] == IMAGE_SHAPE[1:]:
+        # What `sample --out .npy` writes and what MNIST's raw arrays hold.
+        fix = "A batch of 28x28 images needs its channel axis: x.unsqueeze(1)."
+    elif shape in (IMAGE_SHAPE[1:], (IMAGE_PIXELS,)):
+        fix = "A single image needs a batch axis: x.view(1, 1, 28, 28)."
+    elif x.dim() == 4 and shape[2:] == IMAGE_SHAPE[1:]:
+        fix = f"These images have {shape[1]} channels; the course's networks take grey images, one channel."
+    else:
+        fix = "The course's networks take 28x28 grey images, as gan_helpers.data loads them."
+    raise ValueError(
+        f"{model} expects images of shape (N, 1, 28, 28) or (N, 784), got {shape}. {fix}"
     )
-    if not ok:
-        raise ValueError(
-            f"{model} expects images of shape (N, 1, 28, 28) or (N, 784), got "
-            f"{tuple(x.shape)}. MNIST batches from gan_helpers.data already have the "
-            "right shape; a single image needs a batch axis: x.unsqueeze(0)."
-        )
 
 
 class FCGenerator(nn.Module):

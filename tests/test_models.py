@@ -122,6 +122,28 @@ def test_wrong_image_shape_is_a_clear_error(model, shape):
         d(torch.randn(*shape))
 
 
+@pytest.mark.parametrize(
+    "shape,fix",
+    [
+        ((1, 28, 28), "A single image needs a batch axis: x.unsqueeze(0)."),
+        ((5, 28, 28), "A batch of 28x28 images needs its channel axis: x.unsqueeze(1)."),
+        ((28, 28), "A single image needs a batch axis: x.view(1, 1, 28, 28)."),
+        ((784,), "A single image needs a batch axis: x.view(1, 1, 28, 28)."),
+        ((5, 3, 28, 28), "These images have 3 channels; the course's networks take grey images"),
+        ((5, 1, 64, 64), "The course's networks take 28x28 grey images"),
+    ],
+)
+def test_wrong_image_shape_names_the_fix(shape, fix):
+    _, d = build_models("fc")
+    with pytest.raises(ValueError) as err:
+        d(torch.randn(*shape))
+    assert fix in str(err.value)
+    if "x." in fix:  # the fix it names works
+        x = torch.randn(*shape)
+        fixed = eval(fix.split(": ")[1].rstrip("."), {"x": x})
+        assert d(fixed).shape == (fixed.shape[0], 1)
+
+
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="choose one of fc, dcgan"):
         build_models("vae")
