@@ -536,6 +536,12 @@ class GANTrainer:
         stops_at_zero_lr = self.config.decay_steps > 0 and target > lr_zero_at
         if stops_at_zero_lr:
             target = lr_zero_at
+        if self.step >= target and not stops_at_zero_lr:
+            # A second fit(steps=1000) is easily read as "1,000 more"; say why nothing runs.
+            self.log(f"note: nothing to train: the run is already at step {self.step} and its "
+                     f"limit is step {target} (limits in steps and epochs count from step 0). "
+                     f"For 1,000 more steps ask for {self.step + 1000}: steps={self.step + 1000}, "
+                     f"or --max-steps {self.step + 1000}.")
         deadline = time.monotonic() + seconds if seconds is not None else math.inf
         self._claim_out_dir()
         hooks = list(hooks)

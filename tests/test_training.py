@@ -385,12 +385,18 @@ def test_hooks_grids_and_early_vs_late(tmp_path, mnist_small):
 
 
 def test_stopping_rules(mnist_small):
-    t = GANTrainer(small(), data=mnist_small)
+    said = []
+    t = GANTrainer(small(), data=mnist_small, log=said.append)
     assert t.steps_per_epoch == 8
     t.fit(epochs=1.5, progress=False)
-    assert t.step == 12
+    assert t.step == 12 and said == []
     t.fit(epochs=1.5, steps=100, progress=False)
     assert t.step == 12, "epochs are a total, not more of them"
+    assert said == [
+        "note: nothing to train: the run is already at step 12 and its limit is step 12 "
+        "(limits in steps and epochs count from step 0). For 1,000 more steps ask for "
+        "1012: steps=1012, or --max-steps 1012."
+    ]
     t.fit(seconds=0.2, progress=False)
     assert t.step > 12
     with pytest.raises(ValueError, match="stopping rule"):
