@@ -66,6 +66,11 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    def __repr__(self) -> str:
+        # The dataclass default would print both tensors, a screenful in a notebook.
+        return (f"ImageSet({len(self)} images {tuple(self.images.shape)} {self.images.dtype}, "
+                f"labels {tuple(self.labels.shape)}, full={self.full}, source={self.source!r})")
+
     def scaled(self) -> torch.Tensor:
         """The images as float32 (N, 1, 28, 28) in [-1, 1]: x / 127.5 - 1, which is the
         seed's ``ToTensor()`` then ``Normalize([0.5], [0.5])``."""

@@ -21,6 +21,9 @@ def test_fallback_to_shipped_split_says_so(tmp_path):
     s = load_images("mnist", root=tmp_path)
     assert not s.full and len(s) == 10000
     assert "test split" in s.source and "python -m gan_helpers download mnist" in s.source
+    # what a notebook shows for `data`: a line, not two tensors' worth of numbers
+    assert repr(s).startswith("ImageSet(10000 images (10000, 28, 28) torch.uint8, labels (10000,), full=False")
+    assert "\n" not in repr(s) and len(repr(s)) < 400
 
 
 def test_full_set_in_torchvision_layout_is_preferred(tmp_path):
