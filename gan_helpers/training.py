@@ -487,6 +487,12 @@ class GANTrainer:
     def steps_per_epoch(self) -> int:
         return self.batches.steps_per_epoch
 
+    def __repr__(self) -> str:
+        # fit() returns the trainer, so this is what a cell ending in fit(...) shows.
+        c = self.config
+        return (f"GANTrainer({c.model} GAN, {c.recipe} recipe, {c.dataset}, step {self.step}, "
+                f"out_dir={str(self.out_dir) if self.out_dir is not None else None!r})")
+
     @property
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / "checkpoint.pt" if self.out_dir is not None else None

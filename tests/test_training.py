@@ -401,6 +401,8 @@ def test_stopping_rules(mnist_small):
     assert t.step > 12
     with pytest.raises(ValueError, match="stopping rule"):
         t.fit()
+    # what a notebook cell ending in t.fit(...) shows
+    assert repr(t) == f"GANTrainer(fc GAN, course recipe, mnist, step {t.step}, out_dir=None)"
 
 
 def test_sigint_stops_cleanly_and_saves(tmp_path, mnist_small, capsys):
