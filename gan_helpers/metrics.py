@@ -291,7 +291,7 @@ def format_scores(scores: dict) -> str:
     lines = [
         f"samples            {scores['n']}",
         f"frechet_distance   {scores['frechet_distance']:.2f}",
-        f"class_entropy      {scores['class_entropy']:.3f}   (1.0 = all ten digits equally often)",
+        f"class_entropy      {scores['class_entropy']:.3f}   (1.0 = all ten classes equally often)",
         f"classes_missing    {scores['classes_missing'] or 'none'}",
         f"legible            {scores['legible']:.1%}   (classifier confidence >= {CONFIDENT})",
         f"inception_score    {scores['inception_score']:.2f}   (max 10)",
