@@ -889,8 +889,10 @@ def _check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
+        why = "it is a file, not a folder" if folder.exists() and not folder.is_dir() else (
+            err.strerror or err)
         raise OSError(
-            f"cannot write to the output folder {folder} ({err.strerror or err}); "
+            f"cannot write to the output folder {folder} ({why}); "
             "choose a folder you can write to (--out on the command line, out_dir in Python)"
         ) from err
 

@@ -268,6 +268,9 @@ def test_an_unwritable_output_folder_stops_before_training(tmp_path, mnist_small
     with pytest.raises(OSError, match="cannot write to the output folder .*a-file/run"):
         t.fit(steps=5, progress=False)
     assert t.step == 0  # no training was spent before the error
+    t = GANTrainer(small(), data=mnist_small, out_dir=blocker, log=lambda _: None)
+    with pytest.raises(OSError, match=r"output folder .*a-file \(it is a file, not a folder\)"):
+        t.fit(steps=5, progress=False)
 
 
 def test_a_new_run_moves_the_run_before_it_aside(tmp_path, mnist_small):
