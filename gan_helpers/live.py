@@ -21,6 +21,20 @@ import torch
 from .plots import figure_png, grid_image, new_figure, plot_history
 
 
+def _jupyter_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel, where a front end can show widgets. In a
+    plain ``python`` process, ``display`` would print each widget's repr instead."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+TEXT_INTERVAL = 10.0  # seconds between status lines outside Jupyter
+
+
 def _grid_png(images: torch.Tensor, scale: int = 2) -> bytes:
     """images (N, 1, 28, 28) in [-1, 1] -> PNG bytes of their grid, upscaled for screens."""
     import io
@@ -47,7 +61,8 @@ class LiveDashboard:
     unbounded it could halve the steps of a run).
     With ``classes=True`` (the default; it applies to MNIST runs, of any latent size) it
     also shows which digits 256 fixed samples look like, and warns in plain words when
-    a digit has vanished from them (mode collapse).
+    a digit has vanished from them (mode collapse). Outside Jupyter (a script run with
+    ``python``) it prints a status line every ``TEXT_INTERVAL`` seconds instead.
     """
 
     def __init__(
@@ -74,6 +89,7 @@ class LiveDashboard:
         self._handle = None
         self._last = -math.inf
         self.updates = 0
+        self._text_only: bool | None = None  # decided at the first step
 
     def _display(self) -> None:
         from IPython.display import display
@@ -90,17 +106,23 @@ class LiveDashboard:
     def __call__(self, event) -> None:
         """The hook: redraw when ``due`` (and always at the end of a run)."""
         now = time.monotonic()
+        if self._text_only is None:
+            self._text_only = not _jupyter_kernel()
+            if self._text_only:
+                print(f"{self.title}: no Jupyter kernel here, so the dashboard prints its "
+                      f"status every {TEXT_INTERVAL:.0f} s instead of drawing it.")
+        if self._text_only:
+            if event.final or now - self._last >= TEXT_INTERVAL:
+                self._last = now
+                print(f"{self.title}: " + self._status_text(event).replace(" &nbsp;", ","))
+            return
         if not event.final and not self.due(now):
             return
         self._last = now
         if self._handle is None:
             self._display()
         trainer = event.trainer
-        self.status.value = (
-            f"<b>{self.title}</b>: step {event.step} (epoch {event.epoch:.1f}) &nbsp; "
-            f"G loss {event.g_loss:.3f} &nbsp; D loss {event.d_loss:.3f} &nbsp; "
-            f"D(x) {event.d_real:.2f} &nbsp; D(G(z)) {event.d_fake:.2f}"
-        )
+        self.status.value = f"<b>{self.title}</b>: " + self._status_text(event)
         self.grid.value = _grid_png(event.samples())
         plot_history(trainer.history, axes=self._axes)
         if self.updates % 10 == 0:  # the layout barely moves between redraws
@@ -112,6 +134,14 @@ class LiveDashboard:
         self._draw_cost = time.monotonic() - now
         if event.final:
             self.freeze(event)
+
+    @staticmethod
+    def _status_text(event) -> str:
+        return (
+            f"step {event.step} (epoch {event.epoch:.1f}) &nbsp; "
+            f"G loss {event.g_loss:.3f} &nbsp; D loss {event.d_loss:.3f} &nbsp; "
+            f"D(x) {event.d_real:.2f} &nbsp; D(G(z)) {event.d_fake:.2f}"
+        )
 
     def freeze(self, event) -> None:
         """Replace the live widgets with one static PNG of the final state."""

@@ -121,6 +121,7 @@ def test_a_run_ends_in_one_static_picture_and_closed_widgets(monkeypatch, mnist_
         return handle if display_id else None
 
     monkeypatch.setattr(IPython.display, "display", display)
+    monkeypatch.setattr("gan_helpers.live._jupyter_kernel", lambda: True)
     config = TrainConfig.for_recipe("course", batch_size=64, sample_interval=1000)
     trainer = GANTrainer(config, data=mnist_small, out_dir=tmp_path, log=lambda _: None)
     dash = LiveDashboard("run", updates_per_second=1e-6)  # due once, then only at the end
@@ -133,6 +134,34 @@ def test_a_run_ends_in_one_static_picture_and_closed_widgets(monkeypatch, mnist_
     assert dash.widget.comm is None and dash.grid.comm is None  # closed: not saved with the notebook
     assert "step 3" in dash.status.value
     assert "digits among 256 samples" in shown[-1].data  # the class report stays as HTML
+
+
+def test_outside_jupyter_the_dashboard_prints_text(monkeypatch, mnist_small, capsys):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=False: shown.append(obj))
+    monkeypatch.setattr("gan_helpers.live.TEXT_INTERVAL", 1e6)  # the first step and the end
+    config = TrainConfig.for_recipe("course", batch_size=64, sample_interval=1000)
+    trainer = GANTrainer(config, data=mnist_small, log=lambda _: None)
+    dash = LiveDashboard("run")
+    trainer.fit(steps=3, hooks=[dash], progress=False)  # pytest runs no Jupyter kernel
+
+    assert shown == [] and dash.updates == 0  # no widget repr printed, nothing drawn
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("run: no Jupyter kernel here")
+    assert [line.split(" (")[0] for line in lines[1:]] == ["run: step 1", "run: step 3"]
+    assert "G loss" in lines[2] and "D(G(z))" in lines[2] and "&nbsp;" not in lines[2]
+
+
+def test_a_jupyter_kernel_is_recognised():
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from gan_helpers.live import _jupyter_kernel\n_jupyter_kernel()")]
+    NotebookClient(nb, kernel_name="python3", timeout=60).execute()
+    assert nb.cells[0].outputs[0]["data"]["text/plain"] == "True"  # widgets, not text, there
 
 
 def test_prune_widget_state_keeps_only_what_outputs_reach():
