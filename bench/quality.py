@@ -155,7 +155,8 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120, 300])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120, 300],
+                        help="seconds of training after which each run is scored (default 30 60 120 300)")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES),
                         help="recipes to run (none: only the --variants)")
     parser.add_argument("--variants", nargs="+", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
@@ -166,7 +167,7 @@ def main() -> None:
     parser.add_argument("--g-statistics", action="store_true",
                         help="also score the weight average with G's BatchNorm statistics "
                         "instead of its own (the sampler recomputes them: standing statistics)")
-    parser.add_argument("--n", type=int, default=5000, help="samples scored per point")
+    parser.add_argument("--n", type=int, default=5000, help="samples scored per point (default 5000)")
     parser.add_argument("--seed-max", type=float, default=None,
                         help="stop the seed recipes at this budget (saves time; default: all)")
     parser.add_argument("--steps", type=int, nargs="+", default=None,

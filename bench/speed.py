@@ -173,8 +173,8 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per loop per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (the figures are medians)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per loop per round (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5; the figures are medians)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the course loop with G and D under torch.compile")
