@@ -23,6 +23,7 @@ import copy
 import inspect
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -210,6 +211,30 @@ def _check_generator(student) -> list[str]:
     return ["layer sizes 100-128-256-512-784, LeakyReLU, tanh output, shape (N, 1, 28, 28)"]
 
 
+def _first_run(model: nn.Module, x: torch.Tensor) -> None:
+    """Run ``model`` on ``x`` once, turning the two classic shape slips into advice:
+    images reaching a Linear layer unflattened, noise reaching a transposed convolution
+    without its 1 x 1 picture axes."""
+    try:
+        with torch.no_grad():
+            model(x)
+    except RuntimeError as err:
+        text = str(err)
+        if "shapes cannot be multiplied" in text and x.dim() == 4:
+            raise Mistake(
+                f"your D passed the images, shape {tuple(x.shape)}, to a Linear layer "
+                "unflattened (PyTorch: " + text + "). Flatten them to (N, 784) first: "
+                "x.view(x.shape[0], -1)."
+            ) from err
+        if "input to conv_transpose2d" in text and x.dim() == 2:
+            raise Mistake(
+                f"your G passed the noise, shape {tuple(x.shape)}, to a ConvTranspose2d as "
+                "it is (PyTorch: " + text + "). View it as a 1 x 1 picture with 100 "
+                "channels first: z.view(z.shape[0], -1, 1, 1)."
+            ) from err
+        raise
+
+
 def _check_discriminator(student) -> list[str]:
     d = _build(student)
     d_logits = _build(student, logits=True) if not isinstance(student, nn.Module) else None
@@ -221,6 +246,7 @@ def _check_discriminator(student) -> list[str]:
             f"linear layers are {' , '.join(f'{i}->{o}' for i, o in sizes) or 'none'}."
         )
     x = torch.randn(6, 1, 28, 28) * 5
+    _first_run(d, x)
     _check_leaky_relus(d, x)
     with torch.no_grad():
         p = d(x)
@@ -452,6 +478,7 @@ def _check_dcgan_generator(student) -> list[str]:
         raise Mistake("no BatchNorm: DCGAN puts nn.BatchNorm2d after every transposed convolution but the last.")
     z = torch.randn(4, 100)
     g.eval()
+    _first_run(g, z)
     # Between two transposed convolutions a ReLU must act, checked on the numbers (so
     # F.relu counts as much as nn.ReLU, before or after a BatchNorm).
     for k, links in enumerate(_links(g, z, nn.ConvTranspose2d), start=1):
@@ -517,6 +544,15 @@ def _check_dcgan_discriminator(student) -> list[str]:
             "one probability per image, no FC or pooling"]
 
 
+def _their_frame(err: BaseException) -> traceback.FrameSummary:
+    """The innermost frame of the traceback in the student's code, not in torch's or
+    this package's (the line of torch's linear.py that raised says nothing to them)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    library = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
+    theirs = [f for f in frames if not f.filename.startswith(library)]
+    return (theirs or frames)[-1]
+
+
 # --------------------------------------------------------------------- exercises
 @dataclass
 class Exercise:
@@ -542,7 +578,7 @@ class Exercise:
         except NotImplementedError:
             result = CheckResult(self.name, False, ["not implemented yet: replace the `raise NotImplementedError` with your code."])
         except Exception as err:  # the student's code crashed: show where, briefly
-            where = traceback.extract_tb(err.__traceback__)[-1]
+            where = _their_frame(err)
             result = CheckResult(
                 self.name, False,
                 [f"your code raised {type(err).__name__}: {err} (line {where.lineno}: {where.line})"],
@@ -588,7 +624,7 @@ train_step_exercise = Exercise(
     "backward; opt_d.step().",
     (reference_training.train_step,),
 )
-dcgan_exercise = Exercise(
+dcgan_generator_exercise = Exercise(
     "dcgan_generator", "the DCGAN generator", ("DCGANGenerator",), _check_dcgan_generator,
     "view z as (N, 100, 1, 1); ConvTranspose2d to 4x4 (kernel 4, stride 1), then 7x7 "
     "(kernel 3, stride 2, padding 1), 14x14 and 28x28 (kernel 4, stride 2, padding 1); "
@@ -607,7 +643,7 @@ dcgan_discriminator_exercise = Exercise(
 )
 
 EXERCISES = (generator_exercise, discriminator_exercise, losses_exercise, train_step_exercise,
-             dcgan_exercise, dcgan_discriminator_exercise)
+             dcgan_generator_exercise, dcgan_discriminator_exercise)
 
 
 def check_generator(student) -> CheckResult:
@@ -634,7 +670,7 @@ def check_train_step(train_step) -> CheckResult:
 
 def check_dcgan_generator(student) -> CheckResult:
     """Check a student's DCGAN generator class (or instance)."""
-    return dcgan_exercise.check(student)
+    return dcgan_generator_exercise.check(student)
 
 
 def check_dcgan_discriminator(student) -> CheckResult:

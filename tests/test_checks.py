@@ -386,6 +386,45 @@ def test_unwritten_and_crashing_code_gets_a_message(capsys):
     assert not passed and "ZeroDivisionError" in text
 
 
+class UnflattenedD(nn.Module):
+    def __init__(self, logits=False):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
+                                 nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)  # x is (N, 1, 28, 28): never flattened
+
+
+class MismatchedG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(100, 128), nn.Linear(256, 784)
+
+    def forward(self, z):
+        h = self.a(z)
+        return self.b(h)  # the line to point at, not torch's linear.py
+
+
+def test_shape_slips_get_the_fix_and_crashes_point_at_their_line():
+    passed, text = run(checks.check_discriminator, UnflattenedD)
+    assert not passed and "to a Linear layer unflattened" in text and "x.view(x.shape[0], -1)" in text
+    no_view = nn.Sequential(nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8), nn.ReLU(),
+                            nn.ConvTranspose2d(8, 1, 4, 4), nn.Tanh())
+    passed, text = run(checks.check_dcgan_generator, lambda: no_view)
+    assert not passed and "z.view(z.shape[0], -1, 1, 1)" in text
+    passed, text = run(checks.check_train_step, lambda g, d, *rest: MismatchedG()(torch.randn(2, 100)))
+    their_line = MismatchedG.forward.__code__.co_firstlineno + 2
+    assert not passed and f"(line {their_line}: return self.b(h)" in text
+
+
+@pytest.mark.parametrize("exercise", checks.EXERCISES, ids=lambda e: e.name)
+def test_the_stuck_line_names_the_exercise_object(exercise, capsys):
+    exercise.check(lambda *a: 1 / 0)
+    named = capsys.readouterr().out.split("(stuck? ")[1].split(".hint()")[0]
+    assert getattr(checks, named) is exercise
+
+
 def test_hint_and_solution(capsys):
     checks.train_step_exercise.hint()
     checks.train_step_exercise.solution()
