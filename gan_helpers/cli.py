@@ -233,6 +233,18 @@ def _config_from_args(args):
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     recipe = given.pop("recipe", "course")
+    # Options for the other architecture would be stored in the config and ignored.
+    if given.get("model", "fc") == "fc" and "width" in given:
+        raise ValueError(
+            "--width sets the DCGAN's channel width; the FC networks keep the seed's sizes "
+            "(100-128-256-512-784, 784-512-256-1). Leave --width out, or add --model dcgan."
+        )
+    if given.get("model") == "dcgan" and "g_batchnorm" in given:
+        raise ValueError(
+            "--g-batchnorm and --no-g-batchnorm choose BatchNorm in the FC generator; the "
+            "DCGAN generator always has it (the DCGAN rules). Leave the option out, or use "
+            "--model fc."
+        )
     config = TrainConfig.for_recipe(recipe, **given)
     if recipe == "seed" and args.epochs is None and args.max_seconds is None and args.max_steps is None:
         args.epochs = SEED_EPOCHS
