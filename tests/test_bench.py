@@ -2,6 +2,9 @@
 says (the figures themselves come from running the bench, not from tests)."""
 
 import importlib.util
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,17 @@ def test_quality_bench_stops_at_step_counts_and_groups_seeds(quality, mnist_smal
     groups = quality.mean_over_seeds(rows)
     assert list(groups) == [("course FC", 3), ("course FC", 5)]
     assert [r["seed"] for r in groups[("course FC", 5)]] == [0, 1]
+
+
+def test_speed_bench_prints_its_ratio_last():
+    """One short round of bench/speed.py runs through and ends in the line the project's
+    speed target is read from (its figures are not asserted: they are the machine's)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "speed.py"), "--seconds", "0.2", "--rounds", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-1])
+    assert any(re.match(r"fp32 matmul limit: \d+ GFLOP/s; course batch 256 reaches \d+% of it", l)
+               for l in lines)
