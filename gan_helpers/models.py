@@ -46,7 +46,8 @@ def _check_images(x: torch.Tensor, model: str) -> None:
     elif shape in (IMAGE_SHAPE[1:], (IMAGE_PIXELS,)):
         fix = "A single image needs a batch axis: x.view(1, 1, 28, 28)."
     elif x.dim() == 4 and shape[2:] == IMAGE_SHAPE[1:]:
-        fix = f"These images have {shape[1]} channels; the course's networks take grey images, one channel."
+        fix = (f"These images have {shape[1]} channels; the course's networks take grey "
+               "images, one channel.")
     else:
         fix = "The course's networks take 28x28 grey images, as gan_helpers.data loads them."
     raise ValueError(
