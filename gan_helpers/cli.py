@@ -1,4 +1,4 @@
-"""The command line: ``python -m gan_helpers {train,sample,download} ...``.
+"""The command line: ``python -m gan_helpers COMMAND ...`` (``--help`` lists the commands).
 
     python -m gan_helpers train --model fc --max-seconds 120 --out images/runs/fc-mnist
     python -m gan_helpers train --resume images/runs/fc-mnist/checkpoint.pt --max-seconds 60
