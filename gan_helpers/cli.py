@@ -135,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="D's target for real images is 1 - S (one-sided label smoothing; "
                        "0.1 gives 0.9; default 0, as in the seed)")
     hyper.add_argument("--width", type=_positive_int, default=None,
-                       help="DCGAN channel multiplier, ngf = ndf (course: 32; pytorch/examples: 64)")
+                       help="DCGAN channel multiplier of G, ngf, and of D unless --d-width is given "
+                       "(course: 32; pytorch/examples: 64)")
+    hyper.add_argument("--d-width", type=_positive_int, default=None,
+                       help="DCGAN channel multiplier of D, ndf (course: half of --width, so 16; "
+                       "seed recipe: --width)")
     hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
                        help="steps between saved sample grids (seed: 400)")
     hyper.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -234,11 +238,14 @@ def _config_from_args(args):
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     recipe = given.pop("recipe", "course")
     # Options for the other architecture would be stored in the config and ignored.
-    if given.get("model", "fc") == "fc" and "width" in given:
-        raise ValueError(
-            "--width sets the DCGAN's channel width; the FC networks keep the seed's sizes "
-            "(100-128-256-512-784, 784-512-256-1). Leave --width out, or add --model dcgan."
-        )
+    for name in ("width", "d_width"):
+        if given.get("model", "fc") == "fc" and name in given:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{option} sets the DCGAN's channel width; the FC networks keep the seed's "
+                f"sizes (100-128-256-512-784, 784-512-256-1). Leave {option} out, or add "
+                "--model dcgan."
+            )
     if given.get("model") == "dcgan" and "g_batchnorm" in given:
         raise ValueError(
             "--g-batchnorm and --no-g-batchnorm choose BatchNorm in the FC generator; the "
@@ -261,7 +268,7 @@ def _run_train(args) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}"
             for name in ("model", "dataset", "recipe", "batch_size", "lr", "g_lr_factor", "b1", "b2",
-                         "latent_dim", "loss", "g_batchnorm", "width", "ema", "augment", "augment_ramp",
+                         "latent_dim", "loss", "g_batchnorm", "width", "d_width", "ema", "augment", "augment_ramp",
                          "seed", "decay_start", "decay_steps", "label_smoothing")
             if getattr(args, name) is not None
         ]

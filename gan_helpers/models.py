@@ -221,16 +221,19 @@ def build_models(
     logits: bool = False,
     batchnorm: bool = False,
     width: int = 64,
+    d_width: int | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """Build a (generator, discriminator) pair by name: ``"fc"`` or ``"dcgan"``.
 
     ``logits`` drops D's sigmoid (for BCEWithLogitsLoss); ``batchnorm`` applies to the FC
-    generator only (DCGAN always has it); ``width`` to DCGAN only.
+    generator only (DCGAN always has it); ``width`` to DCGAN only, and ``d_width``, if
+    given, to the DCGAN discriminator instead of ``width``.
     """
     if model == "fc":
         return FCGenerator(latent_dim, batchnorm=batchnorm), FCDiscriminator(logits=logits)
     if model == "dcgan":
-        return DCGANGenerator(latent_dim, width), DCGANDiscriminator(width, logits=logits)
+        return (DCGANGenerator(latent_dim, width),
+                DCGANDiscriminator(d_width or width, logits=logits))
     raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODEL_NAMES)}")
 
 

@@ -71,6 +71,7 @@ class TrainConfig:
     loss: str = "bce"
     g_batchnorm: bool | None = None
     width: int = 32
+    d_width: int | None = None
     ema: float | None = None
     augment: int | None = None
     augment_ramp: int | None = None
@@ -91,6 +92,11 @@ class TrainConfig:
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.d_width is None:
+            # The course DCGAN recipe halves D's width (for_recipe says why); elsewhere D
+            # is as wide as G, as in the DCGAN paper.
+            halve = self.recipe == "course" and self.model == "dcgan"
+            self.d_width = max(1, self.width // 2) if halve else self.width
 
     @classmethod
     def for_recipe(cls, recipe: str = "course", **overrides) -> "TrainConfig":
@@ -120,8 +126,12 @@ class TrainConfig:
         (``standing_statistics``). For DCGAN the
         course uses batch 64, lr 0.0005 for D (the DCGAN paper's 0.0002 learns too slowly
         for a few CPU minutes) and, as for FC, twice that for G with beta1 0 (the paper:
-        0.5), no augmentation (in 300-s runs it held DCGAN back), and width 32 (2.6 times
-        the steps of pytorch/examples' 64 in the same CPU time; bench/RESULTS.md).
+        0.5), no augmentation (in 300-s runs it held DCGAN back), width 32 for G (2.6
+        times the steps of pytorch/examples' 64 in the same CPU time) and half that for
+        D, ``d_width`` 16: D runs three times a step (G's step, then real and fake
+        apart, for BatchNorm) and costs most of it, so a half-width D takes 1.5 times
+        the steps in the same time, and it came closer to real digits per step too
+        (a quarter, 8, was too weak; bench/RESULTS.md).
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
@@ -141,7 +151,7 @@ class TrainConfig:
         build_models(self.model, self.latent_dim, uses_logits(self.loss))  # names
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
-        for name in ("batch_size", "latent_dim", "sample_interval", "n_samples", "width"):
+        for name in ("batch_size", "latent_dim", "sample_interval", "n_samples", "width", "d_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0 <= self.augment <= 7:
@@ -180,6 +190,8 @@ class TrainConfig:
         # existed trained without augmentation, then with the full shift from step 0,
         # and with one lr for both networks.
         values = {"augment": 0, "augment_ramp": 0, "g_lr_factor": 1.0, **values}
+        # Before ``d_width``, a DCGAN's discriminator was as wide as its generator.
+        values.setdefault("d_width", values.get("width", cls.width))
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -441,7 +453,7 @@ class GANTrainer:
             m.to(self.device)
             for m in build_models(
                 config.model, config.latent_dim, uses_logits(config.loss),
-                config.g_batchnorm, config.width,
+                config.g_batchnorm, config.width, config.d_width,
             )
         )
         if self.device.type == "cpu" and config.model == "dcgan":
@@ -796,7 +808,7 @@ class GANTrainer:
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         """Restore a ``state_dict()``; raises CheckpointError if it does not fit."""
         saved = TrainConfig.from_dict(state["config"])
-        for name in ("model", "latent_dim", "loss", "g_batchnorm", "width"):
+        for name in ("model", "latent_dim", "loss", "g_batchnorm", "width", "d_width"):
             if getattr(saved, name) != getattr(self.config, name):
                 raise CheckpointError(
                     f"{source} was trained with {name}={getattr(saved, name)!r}, but this "

@@ -102,6 +102,8 @@ def test_bad_option_is_one_line(argv, message, capsys):
          "label_smoothing must be in [0, 0.5)"),
         (["train", "--width", "64", "--max-steps", "1"],
          "--width sets the DCGAN's channel width; the FC networks keep the seed's sizes"),
+        (["train", "--d-width", "8", "--max-steps", "1"],
+         "--d-width sets the DCGAN's channel width"),
         (["train", "--model", "dcgan", "--no-g-batchnorm", "--max-steps", "1"],
          "the DCGAN generator always has it"),
         (["train", "--device", "tpu", "--max-steps", "1"],
@@ -153,7 +155,7 @@ def test_help_is_complete(capsys):
     for option in ("--model", "--dataset", "--epochs", "--max-seconds", "--batch-size", "--lr", "--b1",
                    "--b2", "--latent-dim", "--loss", "--sample-interval", "--seed", "--out", "--resume",
                    "--recipe", "--augment", "--augment-ramp", "--ema", "--decay-start", "--decay-steps", "--g-lr-factor",
-                   "--label-smoothing"):
+                   "--label-smoothing", "--width", "--d-width"):
         assert option in text
 
 

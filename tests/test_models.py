@@ -144,6 +144,16 @@ def test_wrong_image_shape_names_the_fix(shape, fix):
         assert d(fixed).shape == (fixed.shape[0], 1)
 
 
+def test_dcgan_discriminator_width_can_differ_from_the_generator():
+    g, d = build_models("dcgan", width=32, d_width=16)
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 64, 1]
+    assert [m.out_channels for m in g.modules() if isinstance(m, nn.ConvTranspose2d)] == [128, 64, 32, 1]
+    assert d(g(torch.randn(3, 100))).shape == (3, 1)
+    _, same = build_models("dcgan", width=32)
+    assert next(same.modules()).net[0].out_channels == 32
+
+
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="choose one of fc, dcgan"):
         build_models("vae")

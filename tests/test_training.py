@@ -352,6 +352,9 @@ def test_checkpoint_from_another_architecture(tmp_path, mnist_small):
     dcgan = GANTrainer(small("dcgan"), data=mnist_small)
     with pytest.raises(CheckpointError, match="model='fc'.*model='dcgan'"):
         dcgan.load_state_dict(load_checkpoint(path), str(path))
+    wider_d = GANTrainer(small("dcgan", d_width=8), data=mnist_small)
+    with pytest.raises(CheckpointError, match="d_width=4, but this trainer has d_width=8"):
+        wider_d.load_state_dict(dcgan.state_dict(), "a checkpoint")
     # a file whose weights do not fit its own configuration
     state = load_checkpoint(path)
     state["generator"] = state["generator_ema"] = dcgan.generator.state_dict()
@@ -614,5 +617,12 @@ def test_config_defaults_follow_the_recipe_and_the_model():
     assert TrainConfig(recipe="seed", ema=0.999).ema == 0.999
     saved = asdict(TrainConfig(model="dcgan", lr=0.001))
     assert TrainConfig.from_dict(saved) == TrainConfig(model="dcgan", lr=0.001)
+    # The course DCGAN recipe halves D's width; elsewhere D is as wide as G.
+    assert (dcgan.width, dcgan.d_width) == (32, 16)
+    assert TrainConfig(model="dcgan", width=64).d_width == 32
+    assert TrainConfig(model="dcgan", recipe="seed").d_width == 32
+    assert TrainConfig(model="dcgan", d_width=24).d_width == 24
+    del saved["d_width"]  # a checkpoint from before d_width: its D was as wide as G
+    assert TrainConfig.from_dict(saved).d_width == 32
     with pytest.raises(ValueError, match="unknown recipe 'fast': choose one of course, seed"):
         TrainConfig(recipe="fast")
