@@ -215,23 +215,22 @@ def _first_run(model: nn.Module, x: torch.Tensor) -> None:
     """Run ``model`` on ``x`` once, turning the two classic shape slips into advice:
     images reaching a Linear layer unflattened, noise reaching a transposed convolution
     without its 1 x 1 picture axes."""
+    slips = {  # (PyTorch's words, dimensions of x): the advice
+        ("shapes cannot be multiplied", 4):
+            "your D passed the images, shape {shape}, to a Linear layer unflattened "
+            "(PyTorch: {error}). Flatten them to (N, 784) first: x.view(x.shape[0], -1).",
+        ("input to conv_transpose2d", 2):
+            "your G passed the noise, shape {shape}, to a ConvTranspose2d as it is "
+            "(PyTorch: {error}). View it as a 1 x 1 picture with 100 channels first: "
+            "z.view(z.shape[0], -1, 1, 1).",
+    }
     try:
         with torch.no_grad():
             model(x)
     except RuntimeError as err:
-        text = str(err)
-        if "shapes cannot be multiplied" in text and x.dim() == 4:
-            raise Mistake(
-                f"your D passed the images, shape {tuple(x.shape)}, to a Linear layer "
-                "unflattened (PyTorch: " + text + "). Flatten them to (N, 784) first: "
-                "x.view(x.shape[0], -1)."
-            ) from err
-        if "input to conv_transpose2d" in text and x.dim() == 2:
-            raise Mistake(
-                f"your G passed the noise, shape {tuple(x.shape)}, to a ConvTranspose2d as "
-                "it is (PyTorch: " + text + "). View it as a 1 x 1 picture with 100 "
-                "channels first: z.view(z.shape[0], -1, 1, 1)."
-            ) from err
+        for (words, dims), advice in slips.items():
+            if words in str(err) and x.dim() == dims:
+                raise Mistake(advice.format(shape=tuple(x.shape), error=err)) from err
         raise
 
 
