@@ -63,6 +63,23 @@ class ImageSet:
     source: str
     full: bool = True
 
+    def __post_init__(self) -> None:
+        # scaled() assumes 0..255: float images in [0, 1] or [-1, 1] would come out as an
+        # almost uniform grey and train a GAN on nothing, without any error.
+        x = self.images
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 3 \
+                or tuple(x.shape[1:]) != (28, 28):
+            raise ValueError(
+                f"ImageSet.images must be a uint8 tensor (N, 28, 28) of pixel values 0..255; "
+                f"got {_describe(x)}. {_uint8_fix(x)}"
+            )
+        if not isinstance(self.labels, torch.Tensor) or self.labels.shape != (len(x),):
+            got = tuple(self.labels.shape) if isinstance(self.labels, torch.Tensor) else type(self.labels).__name__
+            raise ValueError(
+                f"ImageSet.labels must be a tensor (N,) with one class index per image, "
+                f"N = {len(x)}; got {got}"
+            )
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -75,6 +92,38 @@ class ImageSet:
         """The images as float32 (N, 1, 28, 28) in [-1, 1]: x / 127.5 - 1, which is the
         seed's ``ToTensor()`` then ``Normalize([0.5], [0.5])``."""
         return to_unit_range(self.images)
+
+
+def _describe(x: object) -> str:
+    if not isinstance(x, torch.Tensor):
+        return f"a {type(x).__name__}"
+    text = f"{x.dtype} {tuple(x.shape)}"
+    if x.is_floating_point() and x.numel():
+        text += f" with values in [{x.min().item():.3g}, {x.max().item():.3g}]"
+    return text
+
+
+def _uint8_fix(x: object) -> str:
+    """How to turn ``x`` into uint8 (N, 28, 28), as far as its type, shape and range tell."""
+    if not isinstance(x, torch.Tensor):
+        return "Convert it first, e.g. torch.as_tensor(images, dtype=torch.uint8)."
+    steps = []
+    if x.dim() == 4 and x.shape[1] == 1:
+        steps.append(".squeeze(1)")
+    elif x.dim() == 2 and x.shape[1] == 784:
+        steps.append(".view(-1, 28, 28)")
+    if x.is_floating_point() and x.numel():
+        low, high = x.min().item(), x.max().item()
+        if low >= -1 - 1e-6 and high <= 1 + 1e-6:
+            scale = "((images + 1) * 127.5)" if low < 0 else "(images * 255)"
+            return (f"For images in [{'-1' if low < 0 else '0'}, 1]: "
+                    f"{scale}{''.join(steps)}.round().to(torch.uint8).")
+        steps.append(".round().clamp(0, 255).to(torch.uint8)")
+    elif x.dtype != torch.uint8:
+        steps.append(".clamp(0, 255).to(torch.uint8)")
+    if tuple(x.shape[-2:]) != (28, 28) and not (x.dim() == 2 and x.shape[1] == 784):
+        return "The images must be 28x28 pixels, as MNIST's are (resize them first)."
+    return f"Use images{''.join(steps)}." if steps else ""
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

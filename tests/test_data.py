@@ -50,6 +50,31 @@ def test_scaling_to_unit_range():
     torch.testing.assert_close(x[0], seed)
 
 
+@pytest.mark.parametrize("make, fix", [
+    # a student's own images, as torchvision's ToTensor gives them: [0, 1], with a channel
+    (lambda u: u.float().div(255).unsqueeze(1),
+     "For images in [0, 1]: (images * 255).squeeze(1).round().to(torch.uint8)."),
+    # already scaled as the GAN sees them
+    (lambda u: u.float().div(127.5).sub(1),
+     "For images in [-1, 1]: ((images + 1) * 127.5).round().to(torch.uint8)."),
+    (lambda u: u.float(), "Use images.round().clamp(0, 255).to(torch.uint8)."),
+    (lambda u: u.view(-1, 784), "Use images.view(-1, 28, 28)."),
+    (lambda u: u[:, :14], "The images must be 28x28 pixels"),
+])
+def test_image_set_refuses_images_it_would_scale_wrongly(make, fix):
+    images, labels = data.load_shipped_test_split()
+    bad = make(images[:8])
+    with pytest.raises(ValueError, match="must be a uint8 tensor \\(N, 28, 28\\)") as err:
+        data.ImageSet(bad, labels[:8], "mine")
+    assert fix in str(err.value) and str(tuple(bad.shape)) in str(err.value)
+    # the advice, followed, gives back the original pixels
+    if fix.startswith("For images in"):
+        expression = fix.split(": ", 1)[1].rstrip(".")
+        torch.testing.assert_close(eval(expression, {"images": bad, "torch": torch}), images[:8])
+    with pytest.raises(ValueError, match="one class index per image, N = 8; got \\(7,\\)"):
+        data.ImageSet(images[:8], labels[:7], "mine")
+
+
 def copy_shipped(tmp_path, name="t10k-images-idx3-ubyte.gz"):
     target = tmp_path / name
     shutil.copy(data.SHIPPED_DIR / name, target)
