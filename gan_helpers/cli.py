@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="D's target for real images is 1 - S (one-sided label smoothing; "
                        "0.1 gives 0.9; default 0, as in the seed)")
     hyper.add_argument("--width", type=_positive_int, default=None,
-                       help="DCGAN channel multiplier of G, ngf, and of D unless --d-width is given "
-                       "(course: 32; pytorch/examples: 64)")
+                       help="DCGAN channel multiplier of G, ngf (course: 32; pytorch/examples: 64); "
+                       "D's follows it unless --d-width is given")
     hyper.add_argument("--d-width", type=_positive_int, default=None,
                        help="DCGAN channel multiplier of D, ndf (course: half of --width, so 16; "
                        "seed recipe: --width)")

@@ -131,7 +131,8 @@ class TrainConfig:
         D, ``d_width`` 16: D runs three times a step (G's step, then real and fake
         apart, for BatchNorm) and costs most of it, so a half-width D takes 1.5 times
         the steps in the same time, and it came closer to real digits per step too
-        (a quarter, 8, was too weak; bench/RESULTS.md).
+        (a quarter, 8, was too weak; bench/RESULTS.md). That holds for runs of minutes:
+        over an hour a half-width D stalls, so for long runs give ``d_width=width``.
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
