@@ -107,22 +107,23 @@ def _uint8_fix(x: object) -> str:
     """How to turn ``x`` into uint8 (N, 28, 28), as far as its type, shape and range tell."""
     if not isinstance(x, torch.Tensor):
         return "Convert it first, e.g. torch.as_tensor(images, dtype=torch.uint8)."
-    steps = []
-    if x.dim() == 4 and x.shape[1] == 1:
-        steps.append(".squeeze(1)")
-    elif x.dim() == 2 and x.shape[1] == 784:
-        steps.append(".view(-1, 28, 28)")
+    flat = x.dim() == 2 and x.shape[1] == 784
+    if tuple(x.shape[-2:]) != (28, 28) and not flat:
+        return "The images must be 28x28 pixels, as MNIST's are (resize them first)."
+    steps = [".squeeze(1)"] if x.dim() == 4 and x.shape[1] == 1 else [".view(-1, 28, 28)"] if flat else []
     if x.is_floating_point() and x.numel():
         low, high = x.min().item(), x.max().item()
         if low >= -1 - 1e-6 and high <= 1 + 1e-6:
             scale = "((images + 1) * 127.5)" if low < 0 else "(images * 255)"
             return (f"For images in [{'-1' if low < 0 else '0'}, 1]: "
                     f"{scale}{''.join(steps)}.round().to(torch.uint8).")
-        steps.append(".round().clamp(0, 255).to(torch.uint8)")
+        if low < 0 or high > 255:
+            # e.g. after Normalize((0.1307,), (0.3081,)): no rounding or clamping recovers pixels
+            return ("These values are no pixel range: undo any Normalize and scale them to "
+                    "0..255 first (0 for the background, 255 for the ink).")
+        steps.append(".round().to(torch.uint8)")
     elif x.dtype != torch.uint8:
         steps.append(".clamp(0, 255).to(torch.uint8)")
-    if tuple(x.shape[-2:]) != (28, 28) and not (x.dim() == 2 and x.shape[1] == 784):
-        return "The images must be 28x28 pixels, as MNIST's are (resize them first)."
     return f"Use images{''.join(steps)}." if steps else ""
 
 
