@@ -941,6 +941,21 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def _load_failure(err: Exception) -> str:
+    """The reason in ``err`` from ``torch.load``, in one line. torch's weights-only
+    refusal opens with advice to load with ``weights_only=False``, which would run any
+    code the file holds: the course never gives that advice, so only the reason is kept."""
+    text = str(err)
+    if "WeightsUnpickler error" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        reason = reason.split(". Please use")[0]  # how to allow a class: not for a checkpoint
+        return (f"it holds something that torch.load(weights_only=True) will not unpickle: "
+                f"{reason}")
+    if isinstance(err, EOFError):
+        return "EOFError: the file ends too soon"
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint with ``torch.load(..., weights_only=True)`` (no code runs from
     the file) and check that it is one of ours. ``path`` may be a run folder: its
@@ -952,9 +967,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). It may be truncated or "
-            "from another program; use another checkpoint or retrain."
+            f"{path} is not a readable checkpoint ({_load_failure(err)}). It may be "
+            "truncated or from another program; use another checkpoint or retrain."
         ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(

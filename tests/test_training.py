@@ -1,5 +1,6 @@
 import math
 import os
+import pickle
 import signal
 from dataclasses import asdict
 
@@ -363,6 +364,10 @@ def test_checkpoint_from_another_architecture(tmp_path, mnist_small):
         load_generator(tmp_path / "mixed.pt")
 
 
+class SomethingUnsafe:
+    """A class torch.load(weights_only=True) refuses to rebuild."""
+
+
 def test_bad_checkpoint_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="junk.pt is not a readable checkpoint"):
@@ -370,6 +375,18 @@ def test_bad_checkpoint_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a gan_helpers checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+    # a file that would run code on load is refused, and the refusal does not pass on
+    # torch's advice to load it with weights_only=False
+    torch.save({"hook": SomethingUnsafe()}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path / "code.pt")
+    message = str(refused.value)
+    assert "will not unpickle: Unsupported global" in message and "SomethingUnsafe" in message
+    assert "False" not in message and "allowlist" not in message
+    # a file cut short in the middle of a pickle names the cause
+    (tmp_path / "cut.pt").write_bytes(pickle.dumps({"weights": list(range(100))}, protocol=2)[:20])
+    with pytest.raises(CheckpointError, match=r"\(EOFError: the file ends too soon\)"):
+        load_checkpoint(tmp_path / "cut.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
 
