@@ -250,9 +250,18 @@ def download(dataset: str = "mnist", root: str | os.PathLike | None = None) -> P
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as err:  # torchvision raises RuntimeError or URLError
+        # torchvision's message: "Error downloading FILE:", then each mirror tried and why
+        # it failed; the first and the last line say what and why.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [
+            type(err).__name__]
+        reason = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+        meanwhile = (
+            "until then training uses the shipped MNIST test split" if dataset == "mnist"
+            else "on Debian, `apt-get install dataset-fashion-mnist` installs it offline"
+        )
         raise DataFileError(
-            f"could not download {dataset} into {root}: {str(err).splitlines()[0]} "
-            f"Without internet, copy the four IDX files into {root / cls.__name__ / 'raw'}."
+            f"could not download {dataset} into {root} ({reason}). Without internet, copy "
+            f"the four IDX files into {root / cls.__name__ / 'raw'}; {meanwhile}."
         ) from err
     return root / cls.__name__ / "raw"
 

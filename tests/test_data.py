@@ -160,3 +160,26 @@ def test_fashion_mnist_missing_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", tmp_path / "none")
     with pytest.raises(DataFileError, match="apt-get install dataset-fashion-mnist"):
         load_images("fashion-mnist", root=tmp_path)
+
+
+@pytest.mark.parametrize("dataset, meanwhile", [
+    ("mnist", "until then training uses the shipped MNIST test split"),
+    ("fashion-mnist", "apt-get install dataset-fashion-mnist"),
+])
+def test_failed_download_says_why_and_what_to_do(monkeypatch, tmp_path, dataset, meanwhile):
+    class Offline:  # torchvision's own message when no mirror answers
+        def __init__(self, root, train, download):
+            raise RuntimeError(
+                "Error downloading train-images-idx3-ubyte.gz:\n"
+                "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
+                "<urlopen error [Errno -2] Name or service not known>\n"
+            )
+
+    monkeypatch.setattr(data, "_torchvision_class", lambda name: Offline)
+    with pytest.raises(DataFileError) as failed:
+        data.download(dataset, tmp_path)
+    message = str(failed.value)
+    assert f"could not download {dataset} into {tmp_path}" in message
+    assert "train-images-idx3-ubyte.gz: <urlopen error [Errno -2] Name or service not known>" in message
+    assert f"copy the four IDX files into {tmp_path / 'Offline' / 'raw'}" in message
+    assert meanwhile in message
