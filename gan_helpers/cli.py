@@ -396,9 +396,16 @@ def _run_grade(args) -> int:
 
 
 def _run_export(args) -> int:
-    from .training import load_generator, save_generator
+    from .training import checkpoint_file, load_generator, save_generator
 
-    generator, config = load_generator(args.checkpoint)
+    source = checkpoint_file(args.checkpoint)
+    if args.out.resolve() == source.resolve():
+        raise ValueError(
+            f"--out {args.out} is the checkpoint being exported: writing over it would drop "
+            "D, both optimizers and the history that resuming needs. Choose another --out, "
+            "e.g. generator.pt."
+        )
+    generator, config = load_generator(source)
     path = save_generator(generator, config, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

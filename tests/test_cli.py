@@ -68,6 +68,26 @@ def test_sample_takes_a_shipped_generator_by_name(name, tmp_path, monkeypatch):
     assert np.array_equal(np.load(tmp_path / "s.npy"), expected)
 
 
+def test_export_keeps_what_sampling_needs(trained, tmp_path, capsys):
+    exported = tmp_path / "generator.pt"
+    assert main(["export", "--checkpoint", str(trained), "--out", str(exported)]) == 0
+    assert f"wrote {exported}" in capsys.readouterr().out
+    state = load_checkpoint(exported)
+    assert state["kind"] == "generator" and "discriminator" not in state and "opt_g" not in state
+    assert exported.stat().st_size < (trained / "checkpoint.pt").stat().st_size / 2
+    by_checkpoint, by_export = tmp_path / "a.npy", tmp_path / "b.npy"
+    main(["sample", "--checkpoint", str(trained), "--n", "5", "--out", str(by_checkpoint), "--seed", "2"])
+    assert main(["sample", "--checkpoint", str(exported), "--n", "5", "--out", str(by_export), "--seed", "2"]) == 0
+    assert np.array_equal(np.load(by_checkpoint), np.load(by_export))
+
+
+def test_export_refuses_to_write_over_its_checkpoint(trained, capsys):
+    before = (trained / "checkpoint.pt").read_bytes()
+    assert main(["export", "--checkpoint", str(trained), "--out", str(trained / "checkpoint.pt")]) == 1
+    assert "writing over it would drop D, both optimizers" in capsys.readouterr().err
+    assert (trained / "checkpoint.pt").read_bytes() == before
+
+
 def test_resume_continues(trained):
     assert main(["train", "--resume", str(trained / "checkpoint.pt"), "--max-steps", "8", "--quiet"]) == 0
     assert load_checkpoint(trained / "checkpoint.pt")["step"] == 8
