@@ -131,10 +131,18 @@ def grade(
     path = Path(notebook)
     nb = read_notebook(path)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    # The notebook's exercises: those whose check object it imports or whose class or
+    # function it defines. Each is scored, so a renamed class or a deleted cell scores
+    # 0 for its exercise rather than dropping it from the total.
+    exercises = [
+        ex.name for ex in EXERCISES
+        if re.search(rf"\b{ex.name}_exercise\b", source)
+        or any(re.search(rf"\b(class|def)\s+{n}\b", source) for n in ex.student_names)
+    ]
     nb.cells.append(
         nbformat.v4.new_code_cell(
             "import json as _json\nfrom gan_helpers.checks import grade_namespace as _grade\n"
-            f"print({_GRADE_MARK!r} + _json.dumps(_grade(globals())))"
+            f"print({_GRADE_MARK!r} + _json.dumps(_grade(globals(), {exercises!r})))"
         )
     )
     client = NotebookClient(
@@ -162,11 +170,8 @@ def grade(
             graded = json.loads(text.split(_GRADE_MARK, 1)[1])
     if graded is None:
         reason = failure or "the grading cell did not run"
-        graded = [
-            {"name": ex.name, "score": 0, "max_score": 1, "feedback": reason}
-            for ex in EXERCISES
-            if any(re.search(rf"\b(class|def)\s+{n}\b", source) for n in ex.student_names)
-        ]
+        graded = [{"name": name, "score": 0, "max_score": 1, "feedback": reason}
+                  for name in exercises]
     return {
         "notebook": str(path),
         "score": sum(e["score"] for e in graded),

@@ -75,6 +75,21 @@ def test_solutions_score_full_marks():
     assert [e["name"] for e in report["exercises"]] == ["generator", "discriminator", "losses", "train_step"]
 
 
+def test_a_renamed_class_scores_zero_and_keeps_the_total(tmp_path):
+    # A student renames the generator class and deletes the train_step check cell: the
+    # generator scores 0 and says why, train_step is still graded, and the total stays 4.
+    nb = nbformat.read(SOLUTIONS / "01_build_the_fc_gan.ipynb", as_version=4)
+    nb.cells = [c for c in nb.cells if "train_step_exercise.check(" not in c.source]
+    for cell in nb.cells:
+        cell.source = cell.source.replace("class FCGenerator(", "class MyGenerator(")
+    nbformat.write(nb, tmp_path / "renamed.ipynb")
+    report = grade(tmp_path / "renamed.ipynb")
+    scores = {e["name"]: e["score"] for e in report["exercises"]}
+    assert scores == {"generator": 0, "discriminator": 1, "losses": 1, "train_step": 1}
+    assert (report["score"], report["max_score"]) == (3, 4)
+    assert "FCGenerator is not defined" in report["exercises"][0]["feedback"]
+
+
 def test_released_copy_scores_zero_without_crashing(released, capfd):
     assert main(["grade", str(released / "01_build_the_fc_gan.ipynb"), "--json"]) == 0
     captured = capfd.readouterr()  # at the file descriptors: the kernel's stderr too
