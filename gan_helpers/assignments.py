@@ -21,6 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -194,7 +195,8 @@ def format_report(report: dict) -> str:
 
 
 def grade_class(
-    notebooks: list[str | os.PathLike], cell_timeout: float = 120.0, log=None
+    notebooks: list[str | os.PathLike], cell_timeout: float = 120.0,
+    log: Callable[[dict], object] | None = None,
 ) -> list[dict]:
     """``grade`` each of ``notebooks`` in turn. A file that cannot be read as a notebook
     gets ``{"notebook": path, "error": message}`` instead of a score, and the others are

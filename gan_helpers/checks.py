@@ -645,34 +645,36 @@ EXERCISES = (generator_exercise, discriminator_exercise, losses_exercise, train_
              dcgan_generator_exercise, dcgan_discriminator_exercise)
 
 
-def check_generator(student) -> CheckResult:
+def check_generator(student: type | nn.Module) -> CheckResult:
     """Check a student's FC generator class (or instance)."""
     return generator_exercise.check(student)
 
 
-def check_discriminator(student) -> CheckResult:
+def check_discriminator(student: type | nn.Module) -> CheckResult:
     """Check a student's FC discriminator class (taking ``logits=``) or instance."""
     return discriminator_exercise.check(student)
 
 
-def check_losses(bce, generator_loss, discriminator_loss) -> CheckResult:
+def check_losses(
+    bce: Callable, generator_loss: Callable, discriminator_loss: Callable
+) -> CheckResult:
     """Check a student's ``bce(o, t)``, ``generator_loss(criterion, d_on_fake)`` and
     ``discriminator_loss(criterion, d_on_real, d_on_fake)``."""
     return losses_exercise.check(bce, generator_loss, discriminator_loss)
 
 
-def check_train_step(train_step) -> CheckResult:
+def check_train_step(train_step: Callable) -> CheckResult:
     """Check a student's ``train_step(generator, discriminator, opt_g, opt_d, criterion,
     real, z)``."""
     return train_step_exercise.check(train_step)
 
 
-def check_dcgan_generator(student) -> CheckResult:
+def check_dcgan_generator(student: type | nn.Module) -> CheckResult:
     """Check a student's DCGAN generator class (or instance)."""
     return dcgan_generator_exercise.check(student)
 
 
-def check_dcgan_discriminator(student) -> CheckResult:
+def check_dcgan_discriminator(student: type | nn.Module) -> CheckResult:
     """Check a student's DCGAN discriminator class (or instance)."""
     return dcgan_discriminator_exercise.check(student)
 

@@ -30,10 +30,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 SHIPPED_DIR = Path(__file__).resolve().parent / "mnist_test"
@@ -376,7 +379,7 @@ class UInt8ImageDataset(Dataset):
         return img, int(self.targets[index])
 
 
-def seed_transform():
+def seed_transform() -> Callable[[Image.Image], torch.Tensor]:
     """The seed's transform: PIL image -> float (1, 28, 28) in [-1, 1]."""
     from torchvision import transforms
 

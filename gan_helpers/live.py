@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # ipywidgets loads only when a widget is built
+    import ipywidgets as widgets
 
 from .plots import figure_png, grid_image, new_figure, plot_history
 
@@ -214,7 +218,7 @@ class LiveDashboard:
 
 def latent_explorer(
     generator: torch.nn.Module, n_sliders: int = 6, seed: int = 0, scale: int = 6
-):
+) -> widgets.HBox:
     """Sliders that move a noise vector through latent space and redraw G's image.
 
     Starts from z ~ N(0, 1) (``seed``) and gives one slider per random unit direction

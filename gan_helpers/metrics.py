@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -79,6 +80,7 @@ class _Features(nn.Module):
 
 
 def weights_path(dataset: str = "mnist") -> Path:
+    """Where the shipped classifier for ``dataset`` lives (``gan_helpers/weights/``)."""
     return WEIGHTS_DIR / f"classifier-{dataset}.pt"
 
 
@@ -126,7 +128,7 @@ def _outliers(real: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def train_classifier(
     images: torch.Tensor, labels: torch.Tensor, epochs: int = 12, batch_size: int = 128,
-    seed: int = 0, log=print,
+    seed: int = 0, log: Callable[[str], object] = print,
 ) -> DigitClassifier:
     """Train a DigitClassifier on images (N, 1, 28, 28) in [-1, 1] and labels (N,).
 
@@ -192,6 +194,8 @@ def classifier_split(dataset: str = "mnist") -> dict[str, torch.Tensor]:
 
 
 def save_classifier(model: DigitClassifier, dataset: str, held_out_accuracy: float) -> Path:
+    """Write ``model`` as the shipped classifier for ``dataset`` (float16, atomically),
+    with its held-out accuracy; returns the path."""
     from .training import atomic_save
 
     path = weights_path(dataset)

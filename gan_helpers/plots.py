@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-def new_figure(ncols: int = 1, figsize: tuple[float, float] = (4, 4)):
+
+def new_figure(ncols: int = 1, figsize: tuple[float, float] = (4, 4)) -> tuple[Figure, Any]:
     """A (figure, axes) pair built without pyplot: no global state and no GUI backend,
-    so it works the same in a script, in CI and in a kernel thread."""
+    so it works the same in a script, in CI and in a kernel thread. ``axes`` is one Axes
+    for ``ncols`` 1, else an array of ``ncols`` of them."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
@@ -31,7 +36,9 @@ def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     return make_grid(images.detach().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
 
 
-def show_grid(images: torch.Tensor, title: str = "", nrow: int = 8, ax=None):
+def show_grid(
+    images: torch.Tensor, title: str = "", nrow: int = 8, ax: Axes | None = None
+) -> Figure:
     """Draw a grid of images (N, 1, 28, 28) in [-1, 1] on ``ax`` (a new figure if None)."""
     if ax is None:
         _, ax = new_figure()
@@ -42,8 +49,11 @@ def show_grid(images: torch.Tensor, title: str = "", nrow: int = 8, ax=None):
 
 
 def plot_history(
-    history: Mapping[str, Sequence[float]], axes=None, smooth: int = 50, max_points: int = 1000
-):
+    history: Mapping[str, Sequence[float]],
+    axes: Sequence[Axes] | None = None,
+    smooth: int = 50,
+    max_points: int = 1000,
+) -> Figure:
     """Loss curves (G and D, with the log 2 equilibrium line) and mean D(x), D(G(z))
     (with the 0.5 line) against the step. ``history`` has the trainer's keys
     g_loss, d_loss, d_real, d_fake; curves are running means over ``smooth`` steps,
@@ -104,7 +114,7 @@ def early_vs_late(early: str | os.PathLike, late: str | os.PathLike, out: str | 
     return Path(out)
 
 
-def figure_png(fig, dpi: int = 80) -> bytes:
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """A matplotlib figure as PNG bytes (for an ipywidgets Image)."""
     import io
 

@@ -325,7 +325,7 @@ def train_briefly(
     step: Callable = train_step,
     data: ImageSet | None = None,
     seed: int = 0,
-):
+) -> object:
     """Train a pair of networks for ``steps`` steps the seed's way: a quick look at
     networks or a training step written elsewhere (the assignments' "Try it" cells).
 
