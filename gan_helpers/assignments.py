@@ -32,6 +32,8 @@ _SOLUTION = re.compile(
     r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*$",
     re.DOTALL | re.MULTILINE,
 )
+# nbval's markers (e.g. "# NBVAL_CHECK_OUTPUT") serve the course's CI, not the students.
+_NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_\w+[ \t]*\n?", re.MULTILINE)
 
 
 def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
@@ -72,6 +74,7 @@ def release_notebook(src: str | os.PathLike, dest: str | os.PathLike) -> int:
             removed += cell.source.count(BEGIN)
             cell.source = strip_solutions(cell.source, CODE_STUB if cell.cell_type == "code" else TEXT_STUB)
         if cell.cell_type == "code":
+            cell.source = _NBVAL_MARKER.sub("", cell.source)
             cell.outputs = []
             cell.execution_count = None
         cell.pop("attachments", None)
