@@ -17,6 +17,7 @@ value gets a one-line error, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -163,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", type=Path, required=True, help=GENERATOR_SOURCE_HELP)
     sample.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
     sample.add_argument("--out", type=Path, required=True,
-                        help=".npy: float32 array (N, 28, 28) in [-1, 1]; .png: a grid")
+                        help=".npy: float32 array (N, 28, 28) in [-1, 1]; .png: a grid, 8 images a "
+                        "row (a square past 64)")
     sample.add_argument("--seed", type=int, default=None, help="same seed, same images")
 
     evaluate = sub.add_parser(
@@ -325,7 +327,9 @@ def _run_sample(args) -> int:
     else:
         from torchvision.utils import save_image
 
-        save_image(images, args.out, nrow=min(8, args.n), normalize=True, value_range=(-1, 1))
+        # 8 a row as the training grids; past 64 images a square, not a tall strip
+        per_row = min(args.n, max(8, math.ceil(math.sqrt(args.n))))
+        save_image(images, args.out, nrow=per_row, normalize=True, value_range=(-1, 1))
     print(f"wrote {args.n} samples to {args.out}")
     return 0
 

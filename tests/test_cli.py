@@ -43,6 +43,8 @@ def test_sample_png_grid(trained, tmp_path):
     out = tmp_path / "grid.png"
     assert main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--n", "16", "--out", str(out)]) == 0
     assert Image.open(out).size == (242, 62)  # 8 x 2 tiles of 28 px, 2 px padding
+    assert main(["sample", "--checkpoint", str(trained), "--n", "100", "--out", str(out)]) == 0
+    assert Image.open(out).size == (302, 302)  # past 64 a square: 10 x 10, not 8 x 13
 
 
 def test_a_run_folder_stands_for_its_checkpoint(trained, tmp_path):
