@@ -124,7 +124,8 @@ def grade(
     course's fast mode (``GAN_COURSE_FAST=1``, as under ``make test``), so the "Try it"
     cells train for a few steps only: the scores come from the checks, not from them.
     Returns ``{"notebook", "score", "max_score", "exercises": [{"name", "score",
-    "max_score", "feedback"}], "cell_errors": [...]}``.
+    "max_score", "feedback"}], "cell_errors": [...]}``. Raises ValueError for a notebook
+    with no exercise in it (not an assignment), without running it.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -143,6 +144,12 @@ def grade(
         if re.search(rf"\b{ex.name}_exercise\b", source)
         or any(re.search(rf"\b(class|def)\s+{n}\b", source) for n in ex.student_names)
     ]
+    if not exercises:
+        raise ValueError(
+            f"{path} has no exercises to grade: it neither imports an exercise's check (such "
+            "as generator_exercise) nor defines an exercise's class or function (such as "
+            "FCGenerator). Grade the students' copies of the assignment notebooks."
+        )
     nb.cells.append(
         nbformat.v4.new_code_cell(
             "import json as _json\nfrom gan_helpers.checks import grade_namespace as _grade\n"

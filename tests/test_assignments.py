@@ -159,3 +159,12 @@ def test_grade_refuses_what_is_not_a_notebook(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "pass the .ipynb file itself" in err
     assert err.count("\n") == 1
+
+
+def test_grade_refuses_a_notebook_without_exercises(tmp_path):
+    lesson = tmp_path / "lesson.ipynb"  # a course notebook, say, not an assignment
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from gan_helpers.models import FCGenerator\nG = FCGenerator()")]
+    nbformat.write(nb, lesson)
+    with pytest.raises(ValueError, match=r"lesson.ipynb has no exercises to grade"):
+        grade(lesson)
