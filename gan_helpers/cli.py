@@ -21,6 +21,7 @@ import math
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Callable
 
 from .data import DATASET_NAMES, DataFileError
 from .losses import LOSS_NAMES
@@ -52,25 +53,27 @@ def _generator_source(path: Path) -> Path:
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _checked(convert: Callable[[str], float], allowed: Callable[[float], bool], what: str):
+    """An argparse type: ``convert`` the text, and refuse what is not ``allowed`` (or not
+    a number at all) with "must be WHAT, got TEXT"."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not allowed(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
 
 
-def _nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_nonnegative_int = _checked(int, lambda v: v >= 0, "0 or a positive integer")
+_positive_float = _checked(float, lambda v: 0 < v < math.inf, "a positive number")
+# what torch's generators take, with room for the seeds derived from it
+_seed = _checked(int, lambda v: 0 <= v < 2**63, "a whole number from 0 to 2**63 - 1")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "seed recipe: --width)")
     hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
                        help="steps between saved sample grids (seed: 400)")
-    hyper.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    hyper.add_argument("--seed", type=_seed, default=None, help="random seed (default 0)")
     files = train.add_argument_group("files")
     files.add_argument("--out", type=Path, default=None,
                        help="run folder for grids and checkpoint.pt (default images/runs/MODEL-DATASET)")
@@ -166,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True,
                         help=".npy: float32 array (N, 28, 28) in [-1, 1]; .png: a grid, 8 images a "
                         "row (a square past 64)")
-    sample.add_argument("--seed", type=int, default=None, help="same seed, same images")
+    sample.add_argument("--seed", type=_seed, default=None, help="same seed, same images")
 
     evaluate = sub.add_parser(
         "evaluate", help="score a generator: Fréchet distance, class coverage, legibility",
@@ -177,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n", type=_positive_int, default=10000,
                           help="samples to score (default 10000); the distance is larger for "
                           "fewer samples, so compare scores at the same n")
-    evaluate.add_argument("--seed", type=int, default=0,
+    evaluate.add_argument("--seed", type=_seed, default=0,
                           help="seed of the samples (default 0); other seeds draw other samples")
     evaluate.add_argument("--json", action="store_true", help="print one line of JSON")
 

@@ -101,6 +101,11 @@ def test_resume_continues(trained):
         (["train", "--lr", "-1"], "argument --lr: must be a positive number, got -1"),
         (["train", "--model", "gpt"], "argument --model: invalid choice: 'gpt'"),
         (["train", "--batch-size", "0"], "must be a positive integer, got 0"),
+        (["train", "--lr", "inf"], "argument --lr: must be a positive number, got inf"),
+        # not "invalid _positive_int value": the helper's name is no message
+        (["sample", "--n", "x"], "argument --n: must be a positive integer, got x"),
+        (["sample", "--seed", "1e30"], "--seed: must be a whole number from 0 to 2**63 - 1"),
+        (["sample", "--seed", "-1"], "--seed: must be a whole number from 0 to 2**63 - 1"),
         (["sample", "--checkpoint", "x.pt"], "the following arguments are required: --out"),
     ],
 )

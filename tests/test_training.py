@@ -572,15 +572,17 @@ def test_generator_lr_factor(mnist_small):
     # Checkpoints from before the option trained both networks with one lr.
     legacy = {k: v for k, v in vars(course.config).items() if k != "g_lr_factor"}
     assert TrainConfig.from_dict(legacy).g_lr_factor == 1.0
-    with pytest.raises(ValueError, match="g_lr_factor must be positive"):
+    with pytest.raises(ValueError, match="g_lr_factor must be a positive number"):
         TrainConfig.for_recipe("course", g_lr_factor=0)
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="decay_steps must be 0 or more"):
         TrainConfig.for_recipe("course", decay_steps=-1)
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match="lr must be a positive number"):
         TrainConfig.for_recipe("course", lr=0)
+    with pytest.raises(ValueError, match="lr must be a positive number, got inf"):
+        TrainConfig.for_recipe("course", lr=float("inf"))  # it would train to NaN at once
     with pytest.raises(ValueError, match="unknown recipe"):
         TrainConfig.for_recipe("fast")
     with pytest.raises(ValueError, match="b1 must be in"):
