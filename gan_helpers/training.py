@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 import signal
 import threading
@@ -92,6 +93,7 @@ class TrainConfig:
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        self._check_types()
         if self.d_width is None:
             # The course DCGAN recipe halves D's width (for_recipe says why); elsewhere D
             # is as wide as G, as in the DCGAN paper.
@@ -146,6 +148,29 @@ class TrainConfig:
         config = cls(recipe=recipe, **overrides)
         config.validate()
         return config
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type (64.0 or "64" for batch_size, say) with a
+        ValueError that names the field, before it fails somewhere deep in torch; take
+        any integer or real number (numpy's too) as a plain int or float, so that the
+        configuration saves into a checkpoint that loads with ``weights_only=True``."""
+        wanted = {"int": "a whole number (int)", "float": "a number", "str": "a string",
+                  "bool": "True or False"}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            kind = str(field.type).split(" |")[0]  # "int | None": None is filled in above
+            if value is None:
+                continue
+            is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if kind == "int" and is_number and isinstance(value, numbers.Integral):
+                setattr(self, field.name, int(value))
+            elif kind == "float" and is_number:
+                setattr(self, field.name, float(value))
+            elif kind in ("int", "float") or not isinstance(value, {"str": str, "bool": bool}[kind]):
+                example = (f"; e.g. {field.name}={int(value)}" if kind == "int"
+                           and isinstance(value, float) and value.is_integer() else "")
+                raise ValueError(f"{field.name} must be {wanted[kind]}, got {value!r} "
+                                 f"({type(value).__name__}){example}")
 
     def validate(self) -> None:
         """Raise ValueError naming any option with an impossible value."""

@@ -4,6 +4,7 @@ import pickle
 import signal
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -647,3 +648,18 @@ def test_config_defaults_follow_the_recipe_and_the_model():
     assert TrainConfig.from_dict(saved).d_width == 32
     with pytest.raises(ValueError, match="unknown recipe 'fast': choose one of course, seed"):
         TrainConfig(recipe="fast")
+
+
+def test_config_types_are_checked(tmp_path, mnist_small):
+    with pytest.raises(ValueError, match=r"batch_size must be a whole number \(int\), got 64.0 \(float\); e.g. batch_size=64"):
+        TrainConfig.for_recipe("course", batch_size=64.0)
+    with pytest.raises(ValueError, match=r"lr must be a number, got '0.001' \(str\)"):
+        TrainConfig.for_recipe("course", lr="0.001")
+    with pytest.raises(ValueError, match=r"width must be a whole number \(int\), got 32.5"):
+        TrainConfig.for_recipe("course", model="dcgan", width=32.5)
+    # numpy's numbers (a batch size computed with numpy, say) become plain ones, which
+    # the checkpoint needs: torch.load(weights_only=True) refuses numpy scalars
+    config = small(batch_size=np.int64(32), lr=np.float64(0.001))
+    assert type(config.batch_size) is int and type(config.lr) is float
+    GANTrainer(config, data=mnist_small, out_dir=tmp_path).fit(steps=1, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["batch_size"] == 32
