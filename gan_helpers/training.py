@@ -555,7 +555,7 @@ class GANTrainer:
         epochs: float | None = None,
         steps: int | None = None,
         seconds: float | None = None,
-        hooks: Iterable[Hook] = (),
+        hooks: Iterable[Hook] | Hook = (),
         hook_every: int = 1,
         progress: bool = True,
     ) -> "GANTrainer":
@@ -564,12 +564,21 @@ class GANTrainer:
 
         With lr decay on, training also stops where the lr reaches 0
         (``decay_start + decay_steps``). Calls each hook every ``hook_every`` steps and
-        once more at the end (``event.final``). Ctrl-C or a kernel interrupt stops after
+        once more at the end (``event.final``); one hook may be passed without a list.
+        Ctrl-C or a kernel interrupt stops after
         the current step, saves a checkpoint and returns with ``self.interrupted`` set;
         call ``fit`` again to continue. Raises TrainingDiverged on a NaN or infinite loss.
         """
         if epochs is None and steps is None and seconds is None:
             raise ValueError("fit needs a stopping rule: epochs=, steps= or seconds=")
+        for name, value in (("epochs", epochs), ("steps", steps), ("seconds", seconds)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        if isinstance(hook_every, bool) or not isinstance(hook_every, numbers.Integral) \
+                or hook_every < 1:
+            raise ValueError(f"hook_every must be a positive integer (steps between hook "
+                             f"calls), got {hook_every!r}")
+        hooks = [hooks] if callable(hooks) else list(hooks)
         target = math.inf
         if epochs is not None:
             target = min(target, round(epochs * self.steps_per_epoch))
@@ -588,7 +597,6 @@ class GANTrainer:
                      f"or --max-steps {self.step + 1000}.")
         deadline = time.monotonic() + seconds if seconds is not None else math.inf
         self._claim_out_dir()
-        hooks = list(hooks)
         self.interrupted = False
         last_checkpoint = time.monotonic()
         bar = self._progress_bar(target, progress)

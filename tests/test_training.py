@@ -663,3 +663,15 @@ def test_config_types_are_checked(tmp_path, mnist_small):
     assert type(config.batch_size) is int and type(config.lr) is float
     GANTrainer(config, data=mnist_small, out_dir=tmp_path).fit(steps=1, progress=False)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["batch_size"] == 32
+
+
+def test_fit_takes_one_hook_without_a_list_and_refuses_bad_limits(mnist_small):
+    t = GANTrainer(small(), data=mnist_small)
+    events = []
+    t.fit(steps=4, hooks=events.append, hook_every=2, progress=False)  # not [events.append]
+    assert [(e.step, e.final) for e in events] == [(2, False), (4, False), (4, True)]
+    with pytest.raises(ValueError, match=r"steps must be a number, got '10' \(str\)"):
+        t.fit(steps="10", progress=False)
+    with pytest.raises(ValueError, match="hook_every must be a positive integer"):
+        t.fit(steps=10, hooks=events.append, hook_every=0, progress=False)
+    assert t.step == 4
