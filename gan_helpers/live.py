@@ -77,6 +77,9 @@ class LiveDashboard:
 
         if not 0 < max_draw_share <= 1:
             raise ValueError(f"max_draw_share must be in (0, 1], got {max_draw_share}")
+        if not 0 < updates_per_second < math.inf:
+            raise ValueError(f"updates_per_second must be a positive number (about 2 keeps "
+                             f"the kernel responsive), got {updates_per_second}")
         self.title = title
         self.min_interval = 1.0 / updates_per_second
         self.max_draw_share = max_draw_share

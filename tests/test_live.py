@@ -27,9 +27,12 @@ def test_redraws_are_throttled_by_rate_and_by_their_own_cost():
     assert not d.due(101.4) and d.due(101.5)
 
 
-def test_draw_share_must_be_a_fraction():
+def test_draw_share_must_be_a_fraction_and_the_rate_positive():
     with pytest.raises(ValueError, match="max_draw_share"):
         LiveDashboard("t", max_draw_share=0)
+    for rate in (0, -1):  # 0 divided by zero; -1 redrew as often as the draw-time cap allowed
+        with pytest.raises(ValueError, match=f"updates_per_second must be a positive number.*got {rate}"):
+            LiveDashboard("t", updates_per_second=rate)
 
 
 def test_long_histories_are_thinned_to_max_points():
