@@ -19,6 +19,28 @@ LATENT_DIM = 100
 LEAKY_SLOPE = 0.2  # the seed's (and DCGAN paper's) LeakyReLU slope
 
 
+def _check_dtype(x: torch.Tensor, module: nn.Module, what: str) -> None:
+    """Refuse ``x`` when its dtype is not the module's weights' (no sync: metadata only)."""
+    weights = next(module.parameters()).dtype
+    if x.dtype == weights or _autocast_on(x.device.type):  # autocast mixes dtypes on purpose
+        return
+    if what == "images" and not x.is_floating_point():
+        fix = "Scale pixels 0..255 to floats in [-1, 1] first: images.float() / 127.5 - 1."
+    else:
+        fix = f"Convert them with .to({weights})."
+        if x.dtype == torch.float64:
+            fix += " (torch.from_numpy keeps numpy's float64.)"
+    raise ValueError(f"{type(module).__name__} has {str(weights).replace('torch.', '')} "
+                     f"weights but got {what} of dtype {str(x.dtype).replace('torch.', '')}. {fix}")
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
 def _check_latent(z: torch.Tensor, latent_dim: int, model: str) -> None:
     if z.dim() == 2 and z.shape[1] == latent_dim:
         return
@@ -87,6 +109,7 @@ class FCGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: (N, latent_dim) noise -> images (N, 1, 28, 28) in [-1, 1]."""
         _check_latent(z, self.latent_dim, type(self).__name__)
+        _check_dtype(z, self, "noise")
         return self.net(z).view(z.shape[0], *IMAGE_SHAPE)
 
 
@@ -115,6 +138,7 @@ class FCDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 1, 28, 28) or (N, 784) in [-1, 1] -> (N, 1) probability or logit."""
         _check_images(x, type(self).__name__)
+        _check_dtype(x, self, "images")
         return self.net(x.reshape(x.shape[0], IMAGE_PIXELS))
 
 
@@ -156,6 +180,7 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: (N, latent_dim) noise -> images (N, 1, 28, 28) in [-1, 1]."""
         _check_latent(z, self.latent_dim, type(self).__name__)
+        _check_dtype(z, self, "noise")
         return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
 
 
@@ -198,6 +223,7 @@ class DCGANDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 1, 28, 28) or (N, 784) in [-1, 1] -> (N, 1) probability or logit."""
         _check_images(x, type(self).__name__)
+        _check_dtype(x, self, "images")
         return self.net(x.reshape(x.shape[0], *IMAGE_SHAPE)).view(x.shape[0], 1)
 
 

@@ -144,6 +144,20 @@ def test_wrong_image_shape_names_the_fix(shape, fix):
         assert d(fixed).shape == (fixed.shape[0], 1)
 
 
+@pytest.mark.parametrize("model", ["fc", "dcgan"])
+def test_wrong_dtype_names_the_fix(model):
+    g, d = build_models(model)
+    pixels = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)  # raw MNIST
+    with pytest.raises(ValueError, match=r"weights but got images of dtype uint8\. Scale pixels"):
+        d(pixels)
+    assert d(pixels.float() / 127.5 - 1).shape == (5, 1)  # the fix it names works
+    with pytest.raises(ValueError, match=r"got noise of dtype float64\. Convert them with "
+                       r"\.to\(torch\.float32\)\. \(torch\.from_numpy keeps numpy's float64"):
+        g(torch.randn(5, 100, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed dtypes on purpose: allowed
+        assert d(g(torch.randn(5, 100))).shape == (5, 1)
+
+
 def test_dcgan_discriminator_width_can_differ_from_the_generator():
     g, d = build_models("dcgan", width=32, d_width=16)
     convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
