@@ -10,6 +10,8 @@ per image, shape (N, 1): a probability in (0, 1) when ``logits=False`` (for
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -39,6 +41,13 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 takes no device type
         return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+def _check_size(model: str, **sizes: int) -> None:
+    """Refuse a layer size that is not a positive whole number, naming it."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{model}: {name} must be a positive whole number (int), got {value!r}")
 
 
 def _check_latent(z: torch.Tensor, latent_dim: int, model: str) -> None:
@@ -92,6 +101,7 @@ class FCGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = LATENT_DIM, batchnorm: bool = False) -> None:
         super().__init__()
+        _check_size(type(self).__name__, latent_dim=latent_dim)
         self.latent_dim = latent_dim
         self.batchnorm = batchnorm
         widths = [latent_dim, 128, 256, 512]
@@ -159,6 +169,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = LATENT_DIM, width: int = 64) -> None:
         super().__init__()
+        _check_size(type(self).__name__, latent_dim=latent_dim, width=width)
         self.latent_dim = latent_dim
         self.width = width
         ngf = width
@@ -201,6 +212,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, width: int = 64, logits: bool = False) -> None:
         super().__init__()
+        _check_size(type(self).__name__, width=width)
         self.width = width
         self.logits = logits
         ndf = width

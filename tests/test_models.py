@@ -158,6 +158,17 @@ def test_wrong_dtype_names_the_fix(model):
         assert d(g(torch.randn(5, 100))).shape == (5, 1)
 
 
+@pytest.mark.parametrize("build, message", [
+    (lambda: FCGenerator(latent_dim=0), "FCGenerator: latent_dim must be a positive whole number (int), got 0"),
+    (lambda: DCGANGenerator(width=32.0), "DCGANGenerator: width must be a positive whole number (int), got 32.0"),
+    (lambda: DCGANDiscriminator(width=-8), "DCGANDiscriminator: width must be a positive whole number (int), got -8"),
+])
+def test_impossible_layer_sizes_are_named(build, message):
+    with pytest.raises(ValueError) as err:
+        build()
+    assert str(err.value) == message
+
+
 def test_dcgan_discriminator_width_can_differ_from_the_generator():
     g, d = build_models("dcgan", width=32, d_width=16)
     convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
