@@ -22,6 +22,7 @@ command and its held-out accuracy). From it:
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -207,6 +208,33 @@ def save_classifier(model: DigitClassifier, dataset: str, held_out_accuracy: flo
 
 
 # ----------------------------------------------------------------------- scores
+def _scorable(images: torch.Tensor, what: str) -> torch.Tensor:
+    """``images`` as (N, 1, 28, 28) floats, or a ValueError saying how to get there: the
+    scores of pixels on another scale are meaningless (raw uint8 pixels scored a distance
+    of ten million, [0, 1] floats 0% legible) and would not fail otherwise."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor of images, got {type(images).__name__}; "
+                         "for a numpy array (e.g. from sample --out x.npy): torch.from_numpy(a)")
+    if images.dim() < 2 or math.prod(images.shape[1:]) != 28 * 28:
+        raise ValueError(f"{what} must be 28x28 images, (N, 1, 28, 28), (N, 28, 28) or "
+                         f"(N, 784); got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"{what} are {images.dtype}, the metrics take floats in [-1, 1]: for "
+                         "pixels 0..255, images.float() / 127.5 - 1")
+    if len(images):
+        low, high = images.min().item(), images.max().item()
+        if low < -1.001 or high > 1.001:
+            raise ValueError(
+                f"{what} range over [{low:.3g}, {high:.3g}]; the metrics take [-1, 1], as "
+                "the generators draw and gan_helpers.data scales (for pixels 0..255: "
+                "images / 127.5 - 1; for [0, 1]: images * 2 - 1)")
+        if low >= 0 and len(images) > 1:
+            warnings.warn(f"none of the {len(images)} {what} has a pixel below 0: are they "
+                          "in [0, 1]? The metrics take [-1, 1], with -1 for the background "
+                          "(for [0, 1]: images * 2 - 1)", stacklevel=3)
+    return images.reshape(len(images), 1, 28, 28)
+
+
 @torch.no_grad()
 def _probabilities(model: DigitClassifier, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([
@@ -228,9 +256,14 @@ def frechet_distance(
     """Fréchet distance in the classifier's feature space between ``fake`` and ``real``
     images (each (N, 1, 28, 28) in [-1, 1]; ``real`` defaults to the reference set).
     0 for identical distributions; needs a few hundred images of each for a stable value."""
+    fake = _scorable(fake, "generated images")
+    real = _real_reference(dataset) if real is None else _scorable(real, "real images")
+    return _frechet_distance(fake, real, dataset)
+
+
+def _frechet_distance(fake: torch.Tensor, real: torch.Tensor, dataset: str) -> float:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    real = _real_reference(dataset) if real is None else real
     if min(len(fake), len(real)) < 2:
         raise ValueError(
             f"the Fréchet distance compares two spreads of features, so it needs at least 2 "
@@ -251,6 +284,10 @@ def frechet_distance(
 def class_scores(images: torch.Tensor, dataset: str = "mnist") -> dict:
     """Class coverage, legibility and the Inception-Score analogue of ``images``
     (N, 1, 28, 28) in [-1, 1]."""
+    return _class_scores(_scorable(images, "images"), dataset)
+
+
+def _class_scores(images: torch.Tensor, dataset: str) -> dict:
     p = _probabilities(load_classifier(dataset), images)
     histogram = torch.bincount(p.argmax(1), minlength=10).float() / len(p)
     entropy = -(histogram[histogram > 0] * histogram[histogram > 0].log()).sum() / math.log(10)
@@ -266,9 +303,13 @@ def class_scores(images: torch.Tensor, dataset: str = "mnist") -> dict:
 
 
 def score_images(fake: torch.Tensor, dataset: str = "mnist") -> dict:
-    """All the metrics for images (N, 1, 28, 28) in [-1, 1], as one dict."""
-    return {"n": len(fake), "frechet_distance": frechet_distance(fake, dataset=dataset),
-            **class_scores(fake, dataset)}
+    """All the metrics for images (N, 1, 28, 28) in [-1, 1], as one dict. (N, 28, 28)
+    and (N, 784) will do too; integer pixels or values outside [-1, 1] are refused with
+    the conversion to use, and images with no pixel below 0 draw a warning."""
+    fake = _scorable(fake, "generated images")
+    return {"n": len(fake),
+            "frechet_distance": _frechet_distance(fake, _real_reference(dataset), dataset),
+            **_class_scores(fake, dataset)}
 
 
 def score_generator(

@@ -41,6 +41,24 @@ def test_a_collapsed_generator_scores_badly(split):
     assert scores["frechet_distance"] > 20 * real_floor
 
 
+def test_images_on_another_scale_are_refused_with_the_conversion(split):
+    real = split["test_x"][:300]  # floats (300, 1, 28, 28) in [-1, 1]
+    pixels = ((real + 1) * 127.5).round().to(torch.uint8)  # raw MNIST: once scored FD ~1e7
+    with pytest.raises(ValueError, match=r"uint8, the metrics take floats in \[-1, 1\]: for "
+                       r"pixels 0..255, images.float\(\) / 127.5 - 1"):
+        metrics.score_images(pixels)
+    with pytest.raises(ValueError, match=r"range over \[0, 255\]; the metrics take \[-1, 1\]"):
+        metrics.frechet_distance(pixels.float())
+    with pytest.raises(ValueError, match="must be 28x28 images"):
+        metrics.class_scores(torch.zeros(4, 1, 32, 32))
+    with pytest.warns(UserWarning, match="none of the 300 generated images has a pixel below 0"):
+        metrics.score_images((real + 1) / 2)  # [0, 1]: once scored 0% legible, silently
+    # the conversions it names give back the right scores; other layouts are the same images
+    same = metrics.class_scores(real)
+    assert metrics.class_scores(pixels.float() / 127.5 - 1) == same
+    assert metrics.class_scores(real.view(300, 784)) == metrics.class_scores(real[:, 0]) == same
+
+
 def test_noise_is_illegible():
     noise = torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scores = metrics.score_images(noise)
