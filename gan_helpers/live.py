@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .plots import figure_png, grid_image, new_figure, plot_history
+
 if TYPE_CHECKING:  # ipywidgets loads only when a widget is built
     import ipywidgets as widgets
-
-from .plots import figure_png, grid_image, new_figure, plot_history
 
 
 def _jupyter_kernel() -> bool:
