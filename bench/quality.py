@@ -66,7 +66,10 @@ def parse_variant(text: str) -> dict:
             raise SystemExit(f"bad variant {text!r}: use KEY=VALUE with KEY one of {', '.join(types)}")
         kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true")}.get(
             types[key], str)
-        options[key] = kind(value)
+        try:
+            options[key] = kind(value)
+        except ValueError:
+            raise SystemExit(f"bad variant {text!r}: {key} takes {types[key]} values, got {value!r}")
     return options
 
 
@@ -190,6 +193,21 @@ def main() -> None:
         parser.error("--jobs and --threads must be at least 1")
     if args.jobs > 1 and args.steps is None:
         parser.error("--jobs > 1 needs --steps: runs that share the machine cannot be timed")
+    if min(args.budgets) <= 0 or (args.steps and min(args.steps) < 1):
+        parser.error("--budgets must be positive seconds and --steps positive step counts")
+    if args.n < 2:
+        parser.error("--n must be at least 2 (the Fréchet distance compares two spreads; "
+                     "a few thousand give stable figures)")
+    runs = {name: RECIPES[name] for name in args.recipes}
+    for text in args.variants:  # before any work, so a typo fails at once
+        options = parse_variant(text)
+        base = "course DCGAN" if options.get("model") == "dcgan" else "course FC"
+        label = ",".join(p for p in text.split(",") if not p.startswith("model="))
+        runs[f"{base} {label}"] = {**RECIPES[base], **options}
+        try:
+            TrainConfig.for_recipe(**runs[f"{base} {label}"])
+        except ValueError as err:
+            raise SystemExit(f"bad variant {text!r}: {err}")
     by = "steps" if args.steps else "seconds"
     threads = args.threads or (1 if args.jobs > 1 else torch.get_num_threads())
     torch.set_num_threads(threads)
@@ -199,12 +217,6 @@ def main() -> None:
           f"{data.source}")
     floor = real_floor(n=args.n)
     print(f"real vs real Fréchet distance ({args.n} vs {args.n}): {floor:.2f}")
-    runs = {name: RECIPES[name] for name in args.recipes}
-    for text in args.variants:
-        options = parse_variant(text)
-        base = "course DCGAN" if options.get("model") == "dcgan" else "course FC"
-        label = ",".join(p for p in text.split(",") if not p.startswith("model="))
-        runs[f"{base} {label}"] = {**RECIPES[base], **options}
     jobs = []
     for name, options in runs.items():
         budgets = sorted(args.steps or args.budgets)

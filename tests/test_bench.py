@@ -43,6 +43,20 @@ def test_quality_bench_reads_variants(quality):
         "batch_size": 256, "lr": 0.001, "g_batchnorm": False}
     with pytest.raises(SystemExit, match="bad variant"):
         quality.parse_variant("batchsize=3")
+    with pytest.raises(SystemExit, match="bad variant 'width=64.5': width takes int values, got '64.5'"):
+        quality.parse_variant("width=64.5")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variants", "lr=-1"], "bad variant 'lr=-1': lr must be a positive number"),
+    (["--budgets", "0"], "--budgets must be positive seconds"),
+    (["--n", "1"], "--n must be at least 2"),
+])
+def test_quality_bench_refuses_bad_arguments_before_any_work(args, message):
+    done = subprocess.run([sys.executable, str(BENCH), "--recipes", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and message in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""  # no data loaded, no floor
 
 
 def test_quality_bench_stops_at_step_counts_and_groups_seeds(quality, mnist_small):
