@@ -179,6 +179,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time the course loop with G and D under torch.compile")
     args = parser.parse_args()
+    if not args.seconds > 0 or args.rounds < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--seconds must be positive, --rounds and --threads at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     images = load_images()

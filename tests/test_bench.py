@@ -84,3 +84,10 @@ def test_speed_bench_prints_its_ratio_last():
     assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-1])
     assert any(re.match(r"fp32 matmul limit: \d+ GFLOP/s; course batch 256 reaches \d+% of it", l)
                for l in lines)
+
+
+@pytest.mark.parametrize("args", [["--seconds", "0"], ["--rounds", "0"], ["--threads", "0"]])
+def test_speed_bench_refuses_bad_arguments(args):
+    done = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--seconds must be positive, --rounds and --threads at least 1" in done.stderr
