@@ -565,9 +565,9 @@ class GANTrainer:
         With lr decay on, training also stops where the lr reaches 0
         (``decay_start + decay_steps``). Calls each hook every ``hook_every`` steps and
         once more at the end (``event.final``); one hook may be passed without a list.
-        Ctrl-C or a kernel interrupt stops after
-        the current step, saves a checkpoint and returns with ``self.interrupted`` set;
-        call ``fit`` again to continue. Raises TrainingDiverged on a NaN or infinite loss.
+        Ctrl-C or a kernel interrupt stops after the current step, saves a checkpoint and
+        returns with ``self.interrupted`` set; call ``fit`` again to continue. Raises
+        TrainingDiverged on a NaN or infinite loss.
         """
         if epochs is None and steps is None and seconds is None:
             raise ValueError("fit needs a stopping rule: epochs=, steps= or seconds=")
