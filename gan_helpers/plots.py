@@ -30,10 +30,19 @@ def new_figure(ncols: int = 1, figsize: tuple[float, float] = (4, 4)) -> tuple[F
 
 def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     """images (N, 1, 28, 28) in [-1, 1] -> one grid (3, H, W) in [0, 1], via
-    torchvision's ``make_grid``."""
+    torchvision's ``make_grid``. (N, 28, 28) and (N, 784) will do too, and so will raw
+    uint8 pixels 0..255 (as ``gan_helpers.data`` loads them), so any batch of digits in
+    the course can be looked at as it is."""
     from torchvision.utils import make_grid
 
-    return make_grid(images.detach().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
+    images = images.detach().cpu()
+    if images.dtype == torch.uint8:
+        images = images.float() / 127.5 - 1
+    if images.dim() == 2 and images.shape[1] == 28 * 28:
+        images = images.view(-1, 1, 28, 28)
+    elif images.dim() == 3:  # (N, H, W): make_grid would take N for channels
+        images = images.unsqueeze(1)
+    return make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
 
 
 def show_grid(

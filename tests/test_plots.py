@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from gan_helpers.data import load_shipped_test_split, to_unit_range
+from gan_helpers.plots import grid_image, plot_history, show_grid
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return load_shipped_test_split()[0][:16]  # uint8 (16, 28, 28), as the data loads
+
+
+def test_grid_of_every_layout_a_batch_of_digits_comes_in(pixels):
+    scaled = to_unit_range(pixels)  # float (16, 1, 28, 28) in [-1, 1]
+    grid = grid_image(scaled)
+    assert grid.shape == (3, 2 * 30 + 2, 8 * 30 + 2)  # 8 x 2 tiles of 28 px, 2 px padding
+    assert 0 <= grid.min() and grid.max() <= 1
+    # the same picture from (N, 28, 28), (N, 784) and raw uint8 pixels, in both layouts
+    for same in (scaled[:, 0], scaled.view(16, 784), pixels, pixels.unsqueeze(1)):
+        assert torch.allclose(grid_image(same), grid, atol=1e-6)
+
+
+def test_show_grid_and_plot_history_draw_on_their_axes(pixels):
+    fig = show_grid(pixels, title="real")
+    ax = fig.axes[0]
+    assert ax.get_title() == "real" and ax.images[0].get_array().shape == (62, 242, 3)
+    history = {k: [0.1 * i for i in range(300)] for k in ("g_loss", "d_loss", "d_real", "d_fake")}
+    fig = plot_history(history, smooth=10, max_points=50)
+    losses, outputs = fig.axes
+    assert [line.get_label() for line in losses.lines] == ["G loss", "D loss", "log 2"]
+    assert len(losses.lines[0].get_xdata()) == 50  # thinned to max_points
+    assert outputs.get_ylim() == (0, 1)
