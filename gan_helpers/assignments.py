@@ -136,8 +136,8 @@ def grade(
     path = Path(notebook)
     nb = read_notebook(path)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    # The notebook's exercises: those whose check object it imports or whose class or
-    # function it defines. Each is scored, so a renamed class or a deleted cell scores
+    # The notebook's exercises: those whose check object (gan_helpers.checks.NAME_exercise)
+    # it imports or whose class or function it defines. Each is scored, so a renamed class or a deleted cell scores
     # 0 for its exercise rather than dropping it from the total.
     exercises = [
         ex.name for ex in EXERCISES

@@ -425,6 +425,13 @@ def test_the_stuck_line_names_the_exercise_object(exercise, capsys):
     assert getattr(checks, named) is exercise
 
 
+def test_each_exercise_is_importable_as_its_name_exercise():
+    # grade finds a notebook's exercises by the imports NAME_exercise; a new exercise
+    # bound under another name would never be graded
+    for exercise in checks.EXERCISES:
+        assert getattr(checks, f"{exercise.name}_exercise") is exercise
+
+
 def test_hint_and_solution(capsys):
     checks.train_step_exercise.hint()
     checks.train_step_exercise.solution()
