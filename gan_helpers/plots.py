@@ -35,13 +35,15 @@ def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     the course can be looked at as it is."""
     from torchvision.utils import make_grid
 
+    from .data import to_unit_range
+
     images = images.detach().cpu()
-    if images.dtype == torch.uint8:
-        images = images.float() / 127.5 - 1
-    if images.dim() == 2 and images.shape[1] == 28 * 28:
+    if images.dim() == 2:  # (N, 784)
         images = images.view(-1, 1, 28, 28)
     elif images.dim() == 3:  # (N, H, W): make_grid would take N for channels
         images = images.unsqueeze(1)
+    if images.dtype == torch.uint8:
+        images = to_unit_range(images[:, 0])  # the data's own scaling, 0..255 -> [-1, 1]
     return make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
 
 
