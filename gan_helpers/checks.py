@@ -180,6 +180,50 @@ def _check_leaky_relus(model: nn.Module, x: torch.Tensor, kind: type = nn.Linear
         _check_leaky_relu_between(links, k, layer)
 
 
+def _last_output(model: nn.Module, x: torch.Tensor, kind: type) -> torch.Tensor | None:
+    """What the last ``kind`` layer to run on ``x`` gave (None if none ran)."""
+    outs = [out for m, _, out in _run_leaves(model, x) if isinstance(m, kind)]
+    return outs[-1] if outs else None
+
+
+def _check_tanh_output(g: nn.Module, z: torch.Tensor, out: torch.Tensor, kind: type) -> None:
+    """G's output ``out`` (on ``z``) must be tanh of its last ``kind`` layer's output,
+    judged on the numbers: a sigmoid, a clamp or tanh / 2 also stay within [-1, 1]."""
+    last = _last_output(g, z, kind)
+    if last is None or _same(torch.tanh(last), out):
+        return
+    if out.min() >= 0:
+        raise Mistake(
+            f"output never below 0 (smallest value {out.min():.2f}): a sigmoid draws in "
+            "[0, 1], but the real images are scaled to [-1, 1], their background at -1, "
+            "so D tells G's images apart at a glance. End G in nn.Tanh() instead.")
+    raise Mistake(
+        "output is not tanh of the last layer's output: end G in nn.Tanh() (or torch.tanh) "
+        "straight after its last layer. tanh draws on the real images' scale, [-1, 1], and "
+        "passes a gradient everywhere; a clamp or hardtanh passes none beyond -1 and 1, and "
+        "a scaled tanh cannot reach the -1 of the background.")
+
+
+def _check_not_softmax(p: torch.Tensor) -> None:
+    """D's outputs ``p`` all exactly 1 are a softmax over one value."""
+    if bool((p == 1).all()):
+        raise Mistake(
+            "every output is exactly 1: a softmax over D's one output is always 1, so D "
+            "cannot say fake. End D in nn.Sigmoid(), which gives each image its own probability.")
+
+
+def _check_sigmoid_output(d: nn.Module, x: torch.Tensor, p: torch.Tensor, kind: type) -> None:
+    """D's output ``p`` (on ``x``), within (0, 1), must be the sigmoid of its last ``kind``
+    layer's output, judged on the numbers: two sigmoids also stay within (0, 1)."""
+    last = _last_output(d, x, kind)
+    if last is None or _same(torch.sigmoid(last), p):
+        return
+    raise Mistake(
+        "output is not the sigmoid of the last layer's output: end D in one nn.Sigmoid() "
+        "straight after its last layer (a second sigmoid squeezes every answer into "
+        "0.27 .. 0.73, so D can never be sure).")
+
+
 # --------------------------------------------------------------------- the checks
 def _check_generator(student) -> list[str]:
     g = _build(student)
@@ -208,6 +252,7 @@ def _check_generator(student) -> list[str]:
             f"output outside [-1, 1] (max |x| = {loud.abs().max():.1f}): the real images are "
             "scaled to [-1, 1], so G must end in nn.Tanh() to draw on the same scale."
         )
+    _check_tanh_output(g, z, out, nn.Linear)
     return ["layer sizes 100-128-256-512-784, LeakyReLU, tanh output, shape (N, 1, 28, 28)"]
 
 
@@ -255,7 +300,9 @@ def _check_discriminator(student) -> list[str]:
             f"image, (6, 1); yours returns {tuple(p.shape)}. Flatten with x.view(x.shape[0], -1)."
         )
     if not ((p > 0) & (p < 1)).all():
+        _check_not_softmax(p)
         raise Mistake("outputs outside (0, 1): with nn.BCELoss, D must end in nn.Sigmoid().")
+    _check_sigmoid_output(d, x, p, nn.Linear)
     if d_logits is not None:
         with torch.no_grad():
             d_logits.load_state_dict(d.state_dict(), strict=False)
@@ -498,6 +545,7 @@ def _check_dcgan_generator(student) -> list[str]:
         raise Mistake(f"wrong output shape: noise (4, 100) must give (4, 1, 28, 28); yours gives {tuple(out.shape)}.")
     if loud.abs().max() > 1.0 + 1e-6:
         raise Mistake("output outside [-1, 1]: end with nn.Tanh().")
+    _check_tanh_output(g, z, out, nn.ConvTranspose2d)
     return ["transposed convolutions, BatchNorm, ReLU, tanh, (N, 1, 28, 28), no FC or pooling"]
 
 
@@ -538,7 +586,9 @@ def _check_dcgan_discriminator(student) -> list[str]:
         last.weight.mul_(1000.0)
         p_loud = loud(x)
     if not (((p > 0) & (p < 1)).all() and ((p_loud >= 0) & (p_loud <= 1)).all()):
+        _check_not_softmax(p)
         raise Mistake("outputs outside (0, 1): with nn.BCELoss, D must end in nn.Sigmoid().")
+    _check_sigmoid_output(d, x, p, nn.Conv2d)
     return ["strided convolutions, BatchNorm (not on the first layer), LeakyReLU(0.2), "
             "one probability per image, no FC or pooling"]
 

@@ -51,6 +51,45 @@ def test_generator_checks():
     assert not passed and "wrong layer sizes" in text and "100->256" in text
 
 
+class Lambda(nn.Module):
+    """A function as a module, to end a network in it."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class SquashedGenerator(NoTanhGenerator):
+    """Seed-sized, with ``squash`` at the output instead of tanh."""
+
+    def __init__(self, squash):
+        super().__init__()
+        self.squash = squash
+
+    def forward(self, z):
+        return self.squash(self.net(z)).view(-1, 1, 28, 28)
+
+
+@pytest.mark.parametrize("squash, message", [
+    (torch.sigmoid, "never below 0"),
+    (lambda h: (torch.tanh(h) + 1) / 2, "never below 0"),
+    (lambda h: torch.tanh(h) / 2, "not tanh"),
+    (lambda h: h.clamp(-1, 1), "not tanh"),
+    (nn.functional.hardtanh, "not tanh"),
+], ids=["sigmoid", "tanh-to-0-1", "half-tanh", "clamp", "hardtanh"])
+def test_an_output_within_range_must_still_be_tanh(squash, message):
+    # Each stays within [-1, 1], which is all the range check sees.
+    passed, text = run(checks.check_generator, lambda: SquashedGenerator(squash))
+    assert not passed and message in text and "nn.Tanh()" in text
+    dcgan_g = nn.Sequential(nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7),
+                            nn.BatchNorm2d(8), nn.ReLU(), nn.ConvTranspose2d(8, 1, 4, 4))
+    passed, text = run(checks.check_dcgan_generator, lambda: nn.Sequential(dcgan_g, Lambda(squash)))
+    assert not passed and message in text and "nn.Tanh()" in text
+
+
 def fc_generator(*activations):
     """A seed-sized FC generator with the given module (or None) after each hidden layer."""
     sizes, layers = [100, 128, 256, 512], []
@@ -123,6 +162,29 @@ class SmallD(nn.Module):
 
     def forward(self, x):
         return self.net(x.view(x.shape[0], -1))
+
+
+class SquashedD(SmallD):
+    """Seed-sized, ending in ``squash`` instead of one sigmoid."""
+
+    def __init__(self, squash, logits=False):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Linear(512, 256),
+                                 nn.LeakyReLU(0.2), nn.Linear(256, 1), *([] if logits else [Lambda(squash)]))
+
+
+@pytest.mark.parametrize("squash, message", [
+    (lambda h: torch.softmax(h, dim=1), "exactly 1"),
+    (lambda h: torch.sigmoid(torch.sigmoid(h)), "not the sigmoid"),
+    (nn.functional.hardsigmoid, "not the sigmoid"),
+], ids=["softmax", "two-sigmoids", "hardsigmoid"])
+def test_an_output_within_0_1_must_still_be_the_sigmoid(squash, message):
+    passed, text = run(checks.check_discriminator, lambda logits=False: SquashedD(squash, logits))
+    assert not passed and message in text and "nn.Sigmoid()" in text
+    dcgan_d_net = dcgan_d(sigmoid=False)
+    passed, text = run(checks.check_dcgan_discriminator,
+                       lambda: nn.Sequential(dcgan_d_net(), Lambda(squash)))
+    assert not passed and message in text and "nn.Sigmoid()" in text
 
 
 def test_discriminator_checks():
