@@ -316,13 +316,33 @@ def _check_discriminator(student) -> list[str]:
     return ["layer sizes 784-512-256-1, LeakyReLU, one probability per image, no sigmoid with logits=True"]
 
 
+def _one_loss(name: str, value) -> torch.Tensor:
+    """A loss function's result, which must be one number as a tensor (backward() needs
+    the tensor, not its .item())."""
+    if value is None:
+        raise Mistake(f"{name} returns None: end it with return, giving the loss.")
+    if not torch.is_tensor(value):
+        raise Mistake(
+            f"{name} returns a {type(value).__name__}, not a tensor: return the loss tensor "
+            "itself (no .item() or float()), so that backward() can follow it to the weights.")
+    if value.numel() != 1:
+        raise Mistake(f"{name} returns {value.numel()} numbers (shape {tuple(value.shape)}): "
+                      "a loss is one number, the mean over the batch.")
+    return value
+
+
+_MINIMAX = (
+    "the generator loss is the minimax one, -BCE(D(G(z)), 0), which minimises "
+    "log(1 - D(G(z))): its gradient vanishes while D still spots every fake, early in "
+    "training (notebook 3). The seed uses the non-saturating loss: BCE of D(G(z)) against "
+    "the valid label, torch.ones_like(d_on_fake).")
+
+
 def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
     o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
     t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     expected = nn.BCELoss()(o, t)
-    got = bce(o, t)
-    if not torch.is_tensor(got) or got.numel() != 1:
-        raise Mistake("bce must return one number (a 0-dim tensor): the mean over the batch.")
+    got = _one_loss("bce", bce(o, t))
     if torch.isclose(got, -expected * 1, atol=1e-5) and not torch.isclose(got, expected):
         raise Mistake("bce has the wrong sign: log(o) is negative, so the loss is -mean(...).")
     if torch.isclose(got, expected * len(o), atol=1e-4):
@@ -337,18 +357,20 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
     d_fake = torch.tensor([[0.3], [0.8], [0.1]])
     d_real = torch.tensor([[0.7], [0.9], [0.4]])
     ref_g = reference_losses.generator_loss(criterion, d_fake)
-    g = generator_loss(criterion, d_fake)
+    g = _one_loss("generator_loss", generator_loss(criterion, d_fake))
     if torch.isclose(g, criterion(d_fake, torch.zeros_like(d_fake)), atol=1e-5):
         raise Mistake(
             "the generator loss uses the fake label 0. G wants D to call its images real, "
             "so score D(G(z)) against the valid label: torch.ones_like(d_on_fake)."
         )
+    if torch.isclose(g, -criterion(d_fake, torch.zeros_like(d_fake)), atol=1e-5):
+        raise Mistake(_MINIMAX)
     if not torch.isclose(g, ref_g, atol=1e-5):
         raise Mistake(f"generator_loss gives {g.item():.4f}, expected {ref_g.item():.4f}: BCE of D(G(z)) against ones.")
 
     real_part = criterion(d_real, torch.ones_like(d_real))
     fake_part = criterion(d_fake, torch.zeros_like(d_fake))
-    d = discriminator_loss(criterion, d_real, d_fake)
+    d = _one_loss("discriminator_loss", discriminator_loss(criterion, d_real, d_fake))
     if torch.isclose(d, real_part + fake_part, atol=1e-5):
         raise Mistake("the discriminator loss is real + fake; the seed averages them: (real_loss + fake_loss) / 2.")
     if torch.isclose(d, (criterion(d_real, torch.zeros_like(d_real)) + criterion(d_fake, torch.ones_like(d_fake))) / 2, atol=1e-5):
@@ -359,7 +381,7 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
             "(BCE(real vs 1) + BCE(fake vs 0)) / 2."
         )
     logits = torch.tensor([[2.0], [-1.0], [0.5]])
-    with_logits = generator_loss(nn.BCEWithLogitsLoss(), logits)
+    with_logits = _one_loss("generator_loss", generator_loss(nn.BCEWithLogitsLoss(), logits))
     if torch.isclose(with_logits, nn.BCEWithLogitsLoss()(torch.sigmoid(logits), torch.ones_like(logits)), atol=1e-5):
         raise Mistake(
             "double sigmoid: your generator_loss applies a sigmoid before BCEWithLogitsLoss, "
@@ -389,12 +411,13 @@ class _SpyOptimizer:
 
 
 @contextlib.contextmanager
-def _count_backward(counter: list):
-    """Count backward passes; ``Tensor.backward`` goes through ``torch.autograd.backward``."""
+def _count_backward(log: list):
+    """Log each backward pass as ("backward", None) in ``log``, among the optimizers'
+    calls; ``Tensor.backward`` goes through ``torch.autograd.backward``."""
     original = torch.autograd.backward
 
     def counting_backward(*args, **kwargs):
-        counter.append(1)
+        log.append(("backward", None))
         return original(*args, **kwargs)
 
     torch.autograd.backward = counting_backward
@@ -428,6 +451,31 @@ def _reference_grads(g: nn.Module, d: nn.Module, criterion, real, z, g_labels=1.
     return list(grads[:n_g]), list(grads[n_g:]), list(d_grads)
 
 
+def _check_step_has_gradients(log: list, net: str) -> None:
+    """opt_{net}.step() (its first call in ``log``) must find a gradient: a zero_grad
+    between backward and step, or a fake batch cut from G's graph, leaves none."""
+    calls = [name for name, _ in log]
+    at = calls.index(f"opt_{net}.step")
+    if any(grad is not None and bool(grad.any()) for grad in log[at][1]):
+        return
+    since_zero_grad = calls[:at]
+    if f"opt_{net}.zero_grad" in since_zero_grad:
+        last = len(since_zero_grad) - 1 - since_zero_grad[::-1].index(f"opt_{net}.zero_grad")
+        since_zero_grad = since_zero_grad[last + 1:]
+        if "backward" not in since_zero_grad:
+            raise Mistake(
+                f"opt_{net}.zero_grad() comes after the backward pass, so it wipes the "
+                f"gradients and opt_{net}.step() finds none: {net.upper()} never learns. "
+                f"Call opt_{net}.zero_grad() before the loss's backward().")
+    if net == "g":
+        raise Mistake(
+            "opt_g.step() finds no gradient in G, so G never learns: G's fake batch was cut "
+            "from G's graph (torch.no_grad() or .detach() in G's step). Only D's step "
+            "detaches the fakes; G's loss must backpropagate through D into G.")
+    raise Mistake("opt_d.step() finds no gradient in D, so D never learns: compute D's loss "
+                  "from D's outputs and call its backward() before opt_d.step().")
+
+
 def _check_train_step(student: Callable) -> list[str]:
     g, d = reference_models.build_models("fc")
     real = torch.rand(16, 1, 28, 28) * 2 - 1
@@ -442,18 +490,26 @@ def _check_train_step(student: Callable) -> list[str]:
     log: list = []
     opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
     opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
-    backward_calls: list = []
     try:
-        with _count_backward(backward_calls):
+        with _count_backward(log):
             student(g, d, opt_g, opt_d, criterion, real, z)
     except RuntimeError as err:
-        if "backward through the graph a second time" not in str(err):
-            raise
-        raise Mistake(
-            "the fake batch is not detached in D's step: D's loss tried to backpropagate "
-            "into G through the graph G's step already used (PyTorch: 'Trying to backward "
-            "through the graph a second time'). Use discriminator(fake.detach())."
-        ) from err
+        if "backward through the graph a second time" in str(err):
+            raise Mistake(
+                "the fake batch is not detached in D's step: D's loss tried to backpropagate "
+                "into G through the graph G's step already used (PyTorch: 'Trying to backward "
+                "through the graph a second time'). Use discriminator(fake.detach())."
+            ) from err
+        if "modified by an inplace operation" in str(err) and "opt_g.step" in [n for n, _ in log]:
+            # What retain_graph=True, the usual answer to the error above, leads to.
+            raise Mistake(
+                "the fake batch is not detached in D's step: D's loss tried to backpropagate "
+                "into G, whose weights opt_g.step() had already changed (PyTorch: 'modified "
+                "by an inplace operation'). retain_graph=True does not mend that; use "
+                "discriminator(fake.detach()) so D's backward pass stops at the images."
+            ) from err
+        raise
+    backward_calls = [name for name, _ in log if name == "backward"]
     steps = [(name, grads) for name, grads in log if name.endswith(".step")]
     names = [name for name, _ in steps]
     if "opt_g.step" not in names or "opt_d.step" not in names:
@@ -466,6 +522,8 @@ def _check_train_step(student: Callable) -> list[str]:
         )
     if names.index("opt_g.step") > names.index("opt_d.step"):
         raise Mistake("D is updated before G: the seed trains G first, then D, in every step.")
+    for net in ("g", "d"):
+        _check_step_has_gradients(log, net)
     g_at_step = dict(steps)["opt_g.step"]
     d_at_step = dict(steps)["opt_d.step"]
     accumulated_g = [r + stale for r in ref_g]
@@ -490,6 +548,8 @@ def _check_train_step(student: Callable) -> list[str]:
             "the generator loss uses the fake label 0. G wants D to call its images real: "
             "score D(G(z)) against torch.ones_like(...)."
         )
+    if _close(g_at_step, [-x for x in fake_label_g]):
+        raise Mistake(_MINIMAX)
     if not _close(g_at_step, ref_g):
         raise Mistake(
             "G's gradient is not that of BCE(D(G(z)), valid): check G's loss, and that G's "
@@ -593,13 +653,14 @@ def _check_dcgan_discriminator(student) -> list[str]:
             "one probability per image, no FC or pooling"]
 
 
-def _their_frame(err: BaseException) -> traceback.FrameSummary:
+def _their_frame(err: BaseException) -> traceback.FrameSummary | None:
     """The innermost frame of the traceback in the student's code, not in torch's or
-    this package's (the line of torch's linear.py that raised says nothing to them)."""
+    this package's (the line of torch's linear.py that raised says nothing to them);
+    None when their code is not on it (the check tripped over what it returned)."""
     frames = traceback.extract_tb(err.__traceback__)
     library = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
     theirs = [f for f in frames if not f.filename.startswith(library)]
-    return (theirs or frames)[-1]
+    return theirs[-1] if theirs else None
 
 
 # --------------------------------------------------------------------- exercises
@@ -628,10 +689,11 @@ class Exercise:
             result = CheckResult(self.name, False, ["not implemented yet: replace the `raise NotImplementedError` with your code."])
         except Exception as err:  # the student's code crashed: show where, briefly
             where = _their_frame(err)
-            result = CheckResult(
-                self.name, False,
-                [f"your code raised {type(err).__name__}: {err} (line {where.lineno}: {where.line})"],
-            )
+            result = CheckResult(self.name, False, [
+                f"your code raised {type(err).__name__}: {err} (line {where.lineno}: {where.line})"
+                if where else
+                f"what your code returned could not be checked ({type(err).__name__}: {err}): "
+                f"is it what the exercise asks for? {self.name}_exercise.hint() says."])
         if not quiet:
             print(result)
             if not result.passed:

@@ -1,5 +1,7 @@
 """Every common mistake planted in a faulty implementation gets its own message."""
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -229,6 +231,33 @@ def test_double_sigmoid_in_loss():
     assert not passed
 
 
+def test_generator_loss_minimax():
+    def g_loss(criterion, d_on_fake):
+        return -criterion(d_on_fake, torch.zeros_like(d_on_fake))
+
+    passed, text = run(checks.check_losses, bce, g_loss, ref_d_loss)
+    assert not passed and "minimax" in text and "torch.ones_like" in text
+
+
+@pytest.mark.parametrize("slip, message", [
+    (lambda loss: loss.item(), "returns a float, not a tensor"),
+    (lambda loss: None, "returns None"),
+    (lambda loss: loss.expand(3), "returns 3 numbers"),
+], ids=["item", "no-return", "not-reduced"])
+def test_each_loss_must_return_one_tensor(slip, message):
+    def g_loss(criterion, d_on_fake):
+        return slip(ref_g_loss(criterion, d_on_fake))
+
+    def d_loss(criterion, real, fake):
+        return slip(ref_d_loss(criterion, real, fake))
+
+    for losses, name in [((lambda o, t: slip(bce(o, t)), ref_g_loss, ref_d_loss), "bce"),
+                         ((bce, g_loss, ref_d_loss), "generator_loss"),
+                         ((bce, ref_g_loss, d_loss), "discriminator_loss")]:
+        passed, text = run(checks.check_losses, *losses)
+        assert not passed and f"{name} {message}" in text, text
+
+
 def test_bce_sum_and_sign():
     passed, text = run(checks.check_losses, lambda o, t: -(t * torch.log(o) + (1 - t) * torch.log(1 - o)).sum(),
                        ref_g_loss, ref_d_loss)
@@ -240,21 +269,32 @@ def test_bce_sum_and_sign():
 
 # --------------------------------------------------------------- train step
 def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
-              g_label=1.0, average=True):
-    if zero_g:
+              g_label=1.0, average=True, zero_late="", fake_without_graph=False,
+              retain_graph=False, minimax=False):
+    """The seed's step, with one planted mistake at most; ``zero_late`` "g" or "d" calls
+    that network's zero_grad between its backward and its step."""
+    if zero_g and zero_late != "g":
         opt_g.zero_grad()
-    fake = G(z)
+    with torch.no_grad() if fake_without_graph else contextlib.nullcontext():
+        fake = G(z)
     d_fake = D(fake)
-    g_loss = criterion(d_fake, torch.full_like(d_fake, g_label))
-    g_loss.backward()
+    if minimax:
+        g_loss = -criterion(d_fake, torch.zeros_like(d_fake))
+    else:
+        g_loss = criterion(d_fake, torch.full_like(d_fake, g_label))
+    g_loss.backward(retain_graph=retain_graph)
+    if zero_late == "g":
+        opt_g.zero_grad()
     opt_g.step()
-    if zero_d:
+    if zero_d and zero_late != "d":
         opt_d.zero_grad()
     d_real, d_fake = D(real), D(fake.detach() if detach else fake)
     real_loss = criterion(d_real, torch.ones_like(d_real))
     fake_loss = criterion(d_fake, torch.zeros_like(d_fake))
     d_loss = (real_loss + fake_loss) / 2 if average else real_loss + fake_loss
     d_loss.backward()
+    if zero_late == "d":
+        opt_d.zero_grad()
     opt_d.step()
 
 
@@ -301,6 +341,11 @@ def test_correct_train_steps_pass(step):
         ({"zero_d": False}, "missing zero_grad"),
         ({"g_label": 0.0}, "uses the fake label 0"),
         ({"average": False}, "(real_loss + fake_loss) / 2"),
+        ({"zero_late": "g"}, "opt_g.zero_grad() comes after the backward pass"),
+        ({"zero_late": "d"}, "opt_d.zero_grad() comes after the backward pass"),
+        ({"fake_without_graph": True}, "cut from G's graph"),
+        ({"detach": False, "retain_graph": True}, "retain_graph=True does not mend that"),
+        ({"minimax": True}, "minimax"),
     ],
 )
 def test_train_step_mistakes(kwargs, message):
@@ -445,7 +490,20 @@ def test_unwritten_and_crashing_code_gets_a_message(capsys):
     passed, text = run(checks.check_train_step, todo)
     assert not passed and "not implemented yet" in text
     passed, text = run(checks.check_train_step, crash)
-    assert not passed and "ZeroDivisionError" in text
+    assert not passed and "ZeroDivisionError" in text and "line" in text
+
+
+class TupleG(FCGenerator):
+    def forward(self, z):
+        return (super().forward(z),)
+
+
+def test_a_result_the_check_cannot_use_is_not_blamed_on_a_line_of_the_check():
+    # The check trips over the tuple inside its own code; "your code raised ... (line
+    # of the check)" would send the student looking for a line they never wrote.
+    passed, text = run(checks.check_generator, TupleG)
+    assert not passed and "what your code returned could not be checked" in text
+    assert "'tuple'" in text and "generator_exercise.hint()" in text and "line" not in text
 
 
 class UnflattenedD(nn.Module):
