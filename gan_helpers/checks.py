@@ -571,6 +571,14 @@ def _check_train_step(student: Callable) -> list[str]:
     return ["G step then D step, each with its own zero_grad, detach and backward"]
 
 
+def _batchnorm_after_last(model: nn.Module, x: torch.Tensor, kind: type) -> bool:
+    """Whether a BatchNorm runs after the last ``kind`` layer. (In eval mode a fresh
+    BatchNorm changes no number, so this is judged on the order the layers run in.)"""
+    ran = _execution_order(model, x)
+    at = [i for i, m in enumerate(ran) if isinstance(m, kind)]
+    return bool(at) and any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in ran[at[-1]:])
+
+
 def _check_dcgan_generator(student) -> list[str]:
     g = _build(student)
     kinds = {type(m) for m in g.modules()}
@@ -585,6 +593,10 @@ def _check_dcgan_generator(student) -> list[str]:
     z = torch.randn(4, 100)
     g.eval()
     _first_run(g, z)
+    if _batchnorm_after_last(g, z, nn.ConvTranspose2d):
+        raise Mistake("BatchNorm on the output layer: the DCGAN paper leaves it out of G's "
+                      "last layer (and D's first), so that G draws on the images' own scale; "
+                      "end with the last transposed convolution, then nn.Tanh().")
     # Between two transposed convolutions a ReLU must act, checked on the numbers (so
     # F.relu counts as much as nn.ReLU, before or after a BatchNorm).
     for k, links in enumerate(_links(g, z, nn.ConvTranspose2d), start=1):
@@ -633,6 +645,11 @@ def _check_dcgan_discriminator(student) -> list[str]:
         raise Mistake("BatchNorm on the first layer: the DCGAN paper leaves it out of D's input "
                       "layer (and G's output layer); put nn.LeakyReLU(0.2) straight after the "
                       "first convolution.")
+    if _batchnorm_after_last(d, x, nn.Conv2d):
+        raise Mistake("BatchNorm after the last convolution: D's last layer gives each image "
+                      "its score, which BatchNorm would shift by the rest of the batch. The "
+                      "paper puts it after every convolution but the first and the last; end "
+                      "with the 4x4 convolution, then nn.Sigmoid().")
     _check_leaky_relus(d, x, nn.Conv2d, "convolution")
     with torch.no_grad():
         p = d(x)

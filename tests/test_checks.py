@@ -388,6 +388,14 @@ def test_dcgan_checks():
         nn.ConvTranspose2d(8, 1, 4, 4)))[1]
 
 
+def test_dcgan_generator_without_batchnorm_on_its_output():
+    # In eval mode a fresh BatchNorm is the identity, so only the order of layers shows it.
+    passed, text = run(checks.check_dcgan_generator, lambda: nn.Sequential(
+        nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.ConvTranspose2d(8, 1, 4, 4), nn.BatchNorm2d(1), nn.Tanh()))
+    assert not passed and "BatchNorm on the output layer" in text
+
+
 def dcgan(act_inside, out_act=None):
     """A small DCGAN generator (100 -> 8 x 7 x 7 -> 1 x 28 x 28) with ``act_inside``
     after its BatchNorm; ``act_inside`` None leaves the activation out."""
@@ -422,7 +430,7 @@ def test_dcgan_activations_are_checked_on_the_numbers():
 
 
 def dcgan_d(first_bn=False, act=lambda: nn.LeakyReLU(0.2, inplace=True), later_act=None,
-            ending="conv", sigmoid=True, flat=True):
+            ending="conv", sigmoid=True, flat=True, last_bn=False):
     """A DCGAN discriminator, 28 -> 14 -> 7 -> 4 -> 1, with one planted mistake at most."""
     later = later_act or act
 
@@ -435,6 +443,7 @@ def dcgan_d(first_bn=False, act=lambda: nn.LeakyReLU(0.2, inplace=True), later_a
             layers += {"conv": [nn.Conv2d(32, 1, 4)],
                        "pool": [nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, 1, 1)],
                        "fc": [nn.Flatten(), nn.Linear(512, 1)]}[ending]
+            layers += [nn.BatchNorm2d(1)] if last_bn else []
             self.net = nn.Sequential(*layers, *([nn.Sigmoid()] if sigmoid else []))
 
         def forward(self, x):
@@ -473,6 +482,7 @@ def test_dcgan_discriminator_checks():
         "a fully connected layer": dcgan_d(ending="fc"),
         "outputs outside (0, 1)": dcgan_d(sigmoid=False),
         "wrong output shape": dcgan_d(flat=False),
+        "BatchNorm after the last convolution": dcgan_d(last_bn=True),
     }
     for message, student in planted.items():
         passed, text = run(check, student)
