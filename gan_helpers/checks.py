@@ -180,16 +180,25 @@ def _check_leaky_relus(model: nn.Module, x: torch.Tensor, kind: type = nn.Linear
         _check_leaky_relu_between(links, k, layer)
 
 
-def _last_output(model: nn.Module, x: torch.Tensor, kind: type) -> torch.Tensor | None:
-    """What the last ``kind`` layer to run on ``x`` gave (None if none ran)."""
-    outs = [out for m, _, out in _run_leaves(model, x) if isinstance(m, kind)]
-    return outs[-1] if outs else None
+def _last_output(model: nn.Module, x: torch.Tensor, kind: type) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """What the last ``kind`` layer to run on ``x`` gave (None if none ran), and what the
+    model gave, from one run: a dropout draws new masks at every run."""
+    outs: list = []
+    hooks = [m.register_forward_hook(lambda _, a, out: outs.append(out.detach().clone()))
+             for m in model.modules() if isinstance(m, kind)]
+    try:
+        with torch.no_grad():
+            result = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return (outs[-1] if outs else None), result
 
 
-def _check_tanh_output(g: nn.Module, z: torch.Tensor, out: torch.Tensor, kind: type) -> None:
-    """G's output ``out`` (on ``z``) must be tanh of its last ``kind`` layer's output,
-    judged on the numbers: a sigmoid, a clamp or tanh / 2 also stay within [-1, 1]."""
-    last = _last_output(g, z, kind)
+def _check_tanh_output(g: nn.Module, z: torch.Tensor, kind: type) -> None:
+    """G's output on ``z`` must be tanh of its last ``kind`` layer's output, judged on
+    the numbers: a sigmoid, a clamp or tanh / 2 also stay within [-1, 1]."""
+    last, out = _last_output(g, z, kind)
     if last is None or _same(torch.tanh(last), out):
         return
     if out.min() >= 0:
@@ -212,10 +221,10 @@ def _check_not_softmax(p: torch.Tensor) -> None:
             "cannot say fake. End D in nn.Sigmoid(), which gives each image its own probability.")
 
 
-def _check_sigmoid_output(d: nn.Module, x: torch.Tensor, p: torch.Tensor, kind: type) -> None:
-    """D's output ``p`` (on ``x``), within (0, 1), must be the sigmoid of its last ``kind``
+def _check_sigmoid_output(d: nn.Module, x: torch.Tensor, kind: type) -> None:
+    """D's output on ``x``, within (0, 1), must be the sigmoid of its last ``kind``
     layer's output, judged on the numbers: two sigmoids also stay within (0, 1)."""
-    last = _last_output(d, x, kind)
+    last, p = _last_output(d, x, kind)
     if last is None or _same(torch.sigmoid(last), p):
         return
     raise Mistake(
@@ -252,7 +261,7 @@ def _check_generator(student) -> list[str]:
             f"output outside [-1, 1] (max |x| = {loud.abs().max():.1f}): the real images are "
             "scaled to [-1, 1], so G must end in nn.Tanh() to draw on the same scale."
         )
-    _check_tanh_output(g, z, out, nn.Linear)
+    _check_tanh_output(g, z, nn.Linear)
     return ["layer sizes 100-128-256-512-784, LeakyReLU, tanh output, shape (N, 1, 28, 28)"]
 
 
@@ -302,7 +311,7 @@ def _check_discriminator(student) -> list[str]:
     if not ((p > 0) & (p < 1)).all():
         _check_not_softmax(p)
         raise Mistake("outputs outside (0, 1): with nn.BCELoss, D must end in nn.Sigmoid().")
-    _check_sigmoid_output(d, x, p, nn.Linear)
+    _check_sigmoid_output(d, x, nn.Linear)
     if d_logits is not None:
         with torch.no_grad():
             d_logits.load_state_dict(d.state_dict(), strict=False)
@@ -617,7 +626,7 @@ def _check_dcgan_generator(student) -> list[str]:
         raise Mistake(f"wrong output shape: noise (4, 100) must give (4, 1, 28, 28); yours gives {tuple(out.shape)}.")
     if loud.abs().max() > 1.0 + 1e-6:
         raise Mistake("output outside [-1, 1]: end with nn.Tanh().")
-    _check_tanh_output(g, z, out, nn.ConvTranspose2d)
+    _check_tanh_output(g, z, nn.ConvTranspose2d)
     return ["transposed convolutions, BatchNorm, ReLU, tanh, (N, 1, 28, 28), no FC or pooling"]
 
 
@@ -665,7 +674,7 @@ def _check_dcgan_discriminator(student) -> list[str]:
     if not (((p > 0) & (p < 1)).all() and ((p_loud >= 0) & (p_loud <= 1)).all()):
         _check_not_softmax(p)
         raise Mistake("outputs outside (0, 1): with nn.BCELoss, D must end in nn.Sigmoid().")
-    _check_sigmoid_output(d, x, p, nn.Conv2d)
+    _check_sigmoid_output(d, x, nn.Conv2d)
     return ["strided convolutions, BatchNorm (not on the first layer), LeakyReLU(0.2), "
             "one probability per image, no FC or pooling"]
 

@@ -189,6 +189,16 @@ def test_an_output_within_0_1_must_still_be_the_sigmoid(squash, message):
     assert not passed and message in text and "nn.Sigmoid()" in text
 
 
+def test_dropout_is_allowed():
+    # Not the seed's, but no mistake: the checks compare numbers from one run only, as
+    # each run draws new dropout masks.
+    d = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+                      nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 1), nn.Sigmoid())
+    assert run(checks.check_discriminator, d)[0]
+    g = fc_generator(*[nn.Sequential(nn.LeakyReLU(0.2), nn.Dropout(0.3)) for _ in range(3)])
+    assert run(checks.check_generator, g)[0]
+
+
 def test_discriminator_checks():
     assert run(checks.check_discriminator, FCDiscriminator)[0]
     passed, text = run(checks.check_discriminator, AlwaysSigmoidD)
