@@ -3,7 +3,7 @@
 Solutions sit between nbgrader's markers, ``### BEGIN SOLUTION`` and ``### END
 SOLUTION``, so the same notebooks also work with nbgrader.
 
-- ``release(src_dir, dest_dir)`` writes each notebook with every solution replaced by a
+- ``release(src, dest_dir)`` writes each notebook (one, or a folder's) with every solution replaced by a
   stub that raises ``NotImplementedError``, all outputs and execution counts cleared, and
   the saved widget state dropped: nothing of the solutions is left in the file.
 - ``grade(notebook)`` executes a notebook in a fresh kernel with a time limit per cell
@@ -39,7 +39,12 @@ _NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_\w+[ \t]*\n?", re.MULTILINE)
 def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
     """Replace each BEGIN/END SOLUTION block in ``source`` with ``stub`` at the block's
     indentation. Raises ValueError on an unmatched marker."""
-    stripped = _SOLUTION.sub(lambda m: m.group("indent") + stub, source)
+    def replace(block: re.Match) -> str:
+        if block.group(0).count(BEGIN) > 1:  # a BEGIN whose END is missing: keep its code
+            raise ValueError(f"unmatched '{BEGIN}' / '{END}' marker in:\n{source}")
+        return block.group("indent") + stub
+
+    stripped = _SOLUTION.sub(replace, source)
     if BEGIN in stripped or END in stripped:
         raise ValueError(f"unmatched '{BEGIN}' / '{END}' marker in:\n{source}")
     return stripped
@@ -63,40 +68,60 @@ def read_notebook(path: str | os.PathLike) -> nbformat.NotebookNode:
         ) from err
 
 
-def release_notebook(src: str | os.PathLike, dest: str | os.PathLike) -> int:
-    """Write the student copy of one notebook; returns the number of solutions removed."""
-    import nbformat
-
+def _student_copy(src: Path) -> tuple[nbformat.NotebookNode, int]:
+    """The student copy of notebook ``src``, in memory, and how many solutions it lost."""
     nb = read_notebook(src)
     removed = 0
-    for cell in nb.cells:
-        if BEGIN in cell.source:
+    for number, cell in enumerate(nb.cells, start=1):
+        if BEGIN in cell.source or END in cell.source:
             removed += cell.source.count(BEGIN)
-            cell.source = strip_solutions(cell.source, CODE_STUB if cell.cell_type == "code" else TEXT_STUB)
+            try:
+                cell.source = strip_solutions(cell.source, CODE_STUB if cell.cell_type == "code" else TEXT_STUB)
+            except ValueError:
+                raise ValueError(
+                    f"{src}, cell {number}: a '{BEGIN}' without its '{END}' or the other way "
+                    "round; give each solution both markers, each on its own line"
+                ) from None
         if cell.cell_type == "code":
             cell.source = _NBVAL_MARKER.sub("", cell.source)
             cell.outputs = []
             cell.execution_count = None
         cell.pop("attachments", None)
     nb.metadata.pop("widgets", None)
+    return nb, removed
+
+
+def release_notebook(src: str | os.PathLike, dest: str | os.PathLike) -> int:
+    """Write the student copy of one notebook; returns the number of solutions removed."""
+    import nbformat
+
+    nb, removed = _student_copy(Path(src))
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return removed
 
 
 def release(
-    src_dir: str | os.PathLike, dest_dir: str | os.PathLike, overwrite: bool = False
-) -> list[Path]:
-    """Release every notebook in ``src_dir`` into ``dest_dir``; returns the written paths.
+    src: str | os.PathLike, dest_dir: str | os.PathLike, overwrite: bool = False
+) -> dict[Path, int]:
+    """Release one notebook, or every notebook in the folder ``src``, into ``dest_dir``;
+    returns each written path with the number of solutions removed from it.
 
-    A notebook already in ``dest_dir`` may hold a student's work, so nothing is written
-    when any would be replaced (ValueError naming them), unless ``overwrite``."""
-    src_dir, dest_dir = Path(src_dir), Path(dest_dir)
-    notebooks = sorted(src_dir.glob("*.ipynb"))
+    Every copy is made in memory before any is written, so a marker without its partner
+    in any notebook (ValueError naming the notebook and cell) leaves ``dest_dir`` as it
+    was. A notebook already in ``dest_dir`` may hold a student's work, so nothing is
+    written when any would be replaced (ValueError naming them), unless ``overwrite``."""
+    import nbformat
+
+    src, dest_dir = Path(src), Path(dest_dir)
+    if not src.exists():
+        raise ValueError(f"{src} does not exist: give a solution notebook or a folder of them")
+    notebooks = [src] if src.is_file() else sorted(src.glob("*.ipynb"))
     if not notebooks:
-        raise ValueError(f"no notebooks (*.ipynb) in {src_dir}")
-    if dest_dir.resolve() == src_dir.resolve():
-        raise ValueError("DEST_DIR must differ from SRC_DIR: releasing in place would delete the solutions")
+        raise ValueError(f"no notebooks (*.ipynb) in {src}")
+    if dest_dir.resolve() == notebooks[0].parent.resolve():
+        raise ValueError("DEST_DIR must differ from the solutions' folder: releasing in place "
+                         "would delete the solutions")
     existing = [dest_dir / nb.name for nb in notebooks if (dest_dir / nb.name).exists()]
     if existing and not overwrite:
         names = ", ".join(p.name for p in existing)
@@ -105,11 +130,12 @@ def release(
             "written. Release into another folder, or replace them with --force "
             "(overwrite=True in Python)."
         )
-    written = []
-    for nb in notebooks:
-        target = dest_dir / nb.name
-        release_notebook(nb, target)
-        written.append(target)
+    copies = [(dest_dir / path.name, *_student_copy(path)) for path in notebooks]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for target, nb, removed in copies:
+        nbformat.write(nb, target)
+        written[target] = removed
     return written
 
 

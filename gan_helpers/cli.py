@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replace every ### BEGIN/END SOLUTION block with a stub that raises "
         "NotImplementedError and clear all outputs.",
     )
-    release.add_argument("src_dir", type=Path, help="folder of solution notebooks")
+    release.add_argument("src", type=Path, help="a solution notebook, or a folder of them")
     release.add_argument("dest_dir", type=Path, help="folder for the student notebooks")
     release.add_argument("--force", action="store_true",
                          help="replace notebooks already in DEST_DIR (and any work in them)")
@@ -370,10 +370,11 @@ def _run_train_classifier(args) -> int:
 
 
 def _run_release(args) -> int:
-    from .assignments import release
+    from .assignments import BEGIN, release
 
-    for path in release(args.src_dir, args.dest_dir, overwrite=args.force):
-        print(f"released {path}")
+    for path, removed in release(args.src, args.dest_dir, overwrite=args.force).items():
+        print(f"released {path}" + ("" if removed else
+              f"  (note: no '{BEGIN}' in it, so nothing was removed; outputs cleared)"))
     return 0
 
 

@@ -24,6 +24,9 @@ def test_strip_solutions_keeps_indentation():
     assert strip_solutions(src) == 'def f(x):\n    raise NotImplementedError("your code here")\n'
     with pytest.raises(ValueError, match="unmatched"):
         strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+    # An END missing between two solutions must not swallow the code between them.
+    with pytest.raises(ValueError, match="unmatched"):
+        strip_solutions("### BEGIN SOLUTION\nx = 1\ny = 2\n### BEGIN SOLUTION\nz = 3\n### END SOLUTION\n")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,40 @@ def test_release_leaves_no_solution(released):
 def test_release_refuses_in_place():
     with pytest.raises(ValueError, match="must differ"):
         release(SOLUTIONS, SOLUTIONS)
+    with pytest.raises(ValueError, match="must differ"):
+        release(SOLUTIONS / "01_build_the_fc_gan.ipynb", SOLUTIONS)
+
+
+def test_release_one_notebook(tmp_path, capsys):
+    one = SOLUTIONS / "01_build_the_fc_gan.ipynb"
+    assert main(["release", str(one), str(tmp_path / "week1")]) == 0
+    assert [p.name for p in (tmp_path / "week1").iterdir()] == [one.name]
+    text = (tmp_path / "week1" / one.name).read_text()
+    assert BEGIN not in text and "NotImplementedError" in text
+    assert "(note:" not in capsys.readouterr().out
+
+
+def test_release_of_a_notebook_without_solutions_says_so(tmp_path, capsys):
+    course = SOLUTIONS.parent / "03_bce_loss.ipynb"
+    assert release(course, tmp_path) == {tmp_path / course.name: 0}
+    assert main(["release", str(course), str(tmp_path / "again")]) == 0
+    assert "no '### BEGIN SOLUTION' in it, so nothing was removed" in capsys.readouterr().out
+
+
+def test_release_with_a_marker_missing_writes_nothing(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    good = nbformat.read(SOLUTIONS / "01_build_the_fc_gan.ipynb", as_version=4)
+    nbformat.write(good, src / "a.ipynb")
+    at = next(i for i, c in enumerate(good.cells) if "### END SOLUTION" in c.source)
+    good.cells[at].source = good.cells[at].source.replace("### END SOLUTION", "", 1)
+    nbformat.write(good, src / "b.ipynb")
+    assert main(["release", str(src), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"b.ipynb, cell {at + 1}:" in err and "without its" in err
+    assert not (tmp_path / "out").exists()  # a.ipynb, first in order, was not written either
+    assert main(["release", str(tmp_path / "nothere"), str(tmp_path / "out")]) == 1
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_release_again_keeps_the_work_done_in_the_copies(tmp_path, capsys):
