@@ -347,6 +347,12 @@ _MINIMAX = (
     "the valid label, torch.ones_like(d_on_fake).")
 
 
+_SIGMOID_IN_LOSS = (
+    "{name} applies a sigmoid to D's output: D already ends in one for nn.BCELoss (its "
+    "outputs are probabilities), and BCEWithLogitsLoss applies it inside. Pass D's output "
+    "to the criterion as it is.")
+
+
 def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
     o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
     t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
@@ -374,6 +380,8 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         )
     if torch.isclose(g, -criterion(d_fake, torch.zeros_like(d_fake)), atol=1e-5):
         raise Mistake(_MINIMAX)
+    if torch.isclose(g, criterion(torch.sigmoid(d_fake), torch.ones_like(d_fake)), atol=1e-5):
+        raise Mistake(_SIGMOID_IN_LOSS.format(name="generator_loss"))
     if not torch.isclose(g, ref_g, atol=1e-5):
         raise Mistake(f"generator_loss gives {g.item():.4f}, expected {ref_g.item():.4f}: BCE of D(G(z)) against ones.")
 
@@ -384,6 +392,10 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         raise Mistake("the discriminator loss is real + fake; the seed averages them: (real_loss + fake_loss) / 2.")
     if torch.isclose(d, (criterion(d_real, torch.zeros_like(d_real)) + criterion(d_fake, torch.ones_like(d_fake))) / 2, atol=1e-5):
         raise Mistake("the labels are swapped: real images get the valid label 1, fakes the fake label 0.")
+    squashed = (criterion(torch.sigmoid(d_real), torch.ones_like(d_real))
+                + criterion(torch.sigmoid(d_fake), torch.zeros_like(d_fake))) / 2
+    if torch.isclose(d, squashed, atol=1e-5):
+        raise Mistake(_SIGMOID_IN_LOSS.format(name="discriminator_loss"))
     if not torch.isclose(d, (real_part + fake_part) / 2, atol=1e-5):
         raise Mistake(
             f"discriminator_loss gives {d.item():.4f}, expected {((real_part + fake_part) / 2).item():.4f}: "

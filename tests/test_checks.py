@@ -236,9 +236,14 @@ def test_double_sigmoid_in_loss():
     def g_loss(criterion, d_on_fake):
         return criterion(torch.sigmoid(d_on_fake), torch.ones_like(d_on_fake))
 
-    # with a probability criterion this would be clamped; the check uses logits
     passed, text = run(checks.check_losses, bce, g_loss, ref_d_loss)
-    assert not passed
+    assert not passed and "generator_loss applies a sigmoid to D's output" in text
+
+    def d_loss(criterion, real, fake):
+        return ref_d_loss(criterion, torch.sigmoid(real), torch.sigmoid(fake))
+
+    passed, text = run(checks.check_losses, bce, ref_g_loss, d_loss)
+    assert not passed and "discriminator_loss applies a sigmoid to D's output" in text
 
 
 def test_generator_loss_minimax():
