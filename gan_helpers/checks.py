@@ -432,7 +432,7 @@ class _SpyOptimizer:
 
 
 @contextlib.contextmanager
-def _count_backward(log: list):
+def _logging_backward(log: list):
     """Log each backward pass as ("backward", None) in ``log``, among the optimizers'
     calls; ``Tensor.backward`` goes through ``torch.autograd.backward``."""
     original = torch.autograd.backward
@@ -479,10 +479,9 @@ def _check_step_has_gradients(log: list, net: str) -> None:
     at = calls.index(f"opt_{net}.step")
     if any(grad is not None and bool(grad.any()) for grad in log[at][1]):
         return
-    since_zero_grad = calls[:at]
-    if f"opt_{net}.zero_grad" in since_zero_grad:
-        last = len(since_zero_grad) - 1 - since_zero_grad[::-1].index(f"opt_{net}.zero_grad")
-        since_zero_grad = since_zero_grad[last + 1:]
+    before, zero_grad = calls[:at], f"opt_{net}.zero_grad"
+    if zero_grad in before:
+        since_zero_grad = before[len(before) - before[::-1].index(zero_grad):]
         if "backward" not in since_zero_grad:
             raise Mistake(
                 f"opt_{net}.zero_grad() comes after the backward pass, so it wipes the "
@@ -512,7 +511,7 @@ def _check_train_step(student: Callable) -> list[str]:
     opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
     opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
     try:
-        with _count_backward(log):
+        with _logging_backward(log):
             student(g, d, opt_g, opt_d, criterion, real, z)
     except RuntimeError as err:
         if "backward through the graph a second time" in str(err):
