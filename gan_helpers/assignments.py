@@ -28,6 +28,7 @@ END = "### END SOLUTION"
 CODE_STUB = 'raise NotImplementedError("your code here")'
 TEXT_STUB = "YOUR ANSWER HERE"
 _GRADE_MARK = "__GAN_COURSE_GRADE__"
+GRADING_CELL_TIMEOUT = 300.0  # seconds for the cell that runs the checks, at least
 _SOLUTION = re.compile(
     r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*$",
     re.DOTALL | re.MULTILINE,
@@ -146,7 +147,8 @@ def grade(
     """Execute ``notebook`` in a fresh kernel and score its exercises.
 
     Each cell may run ``cell_timeout`` seconds; a cell that raises or runs too long is
-    recorded and execution goes on. With ``fast`` (the default) the kernel runs in the
+    recorded and execution goes on. The cell that grade adds to run the checks may run
+    longer, ``GRADING_CELL_TIMEOUT`` seconds at least. With ``fast`` (the default) the kernel runs in the
     course's fast mode (``GAN_COURSE_FAST=1``, as under ``make test``), so the "Try it"
     cells train for a few steps only: the scores come from the checks, not from them.
     Returns ``{"notebook", "score", "max_score", "exercises": [{"name", "score",
@@ -182,8 +184,13 @@ def grade(
             f"print({_GRADE_MARK!r} + _json.dumps(_grade(globals(), {exercises!r})))"
         )
     )
+    # The limit is for the student's cells; the grading cell runs every check (the training
+    # step's builds and steps networks), which on a busy machine can take longer than a
+    # small --cell-timeout, and would then score the whole notebook 0.
+    grading_timeout = max(cell_timeout, GRADING_CELL_TIMEOUT)
     client = NotebookClient(
         nb, timeout=cell_timeout, allow_errors=True, interrupt_on_timeout=True,
+        timeout_func=lambda cell: grading_timeout if _GRADE_MARK in cell.source else cell_timeout,
         kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent.resolve())}},
         # ipykernel 7.3+ warns at every start that its local TCP sockets are unencrypted;
         # "auto" has jupyter_client give the kernel CurveZMQ keys where it supports them.

@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--csv", type=Path, default=None, metavar="FILE",
                        help="also write the scores to FILE, one row per notebook")
     grade.add_argument("--cell-timeout", type=_positive_float, default=120.0,
-                       help="seconds a cell may run (default 120)")
+                       help="seconds each of the student's cells may run (default 120); "
+                       "the checks at the end get 300 s or this, whichever is more")
 
     export = sub.add_parser(
         "export", help="write the generator of a checkpoint as a small sampling-only file",

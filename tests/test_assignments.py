@@ -185,6 +185,30 @@ def test_endless_loop_and_exceptions_are_graded(tmp_path, monkeypatch):
     assert not any("GAN_COURSE_FAST" in e or "slow" in e for e in report["cell_errors"])
 
 
+def test_the_checks_are_not_held_to_the_students_cell_timeout(tmp_path):
+    # The checks call the student's code: here a right generator that is slow to build.
+    # Under a 5-s limit per cell they still run to the end, and the limit still holds
+    # for the student's own cells.
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import time\nfrom torch import nn\n"
+                                  "from gan_helpers.models import FCGenerator as _G"),
+        nbformat.v4.new_code_cell("class FCGenerator(nn.Module):  # the package's, slowly\n"
+                                  "    def __init__(self, latent_dim=100):\n"
+                                  "        time.sleep(6)\n"
+                                  "        super().__init__()\n"
+                                  "        self.inner = _G(latent_dim)\n"
+                                  "    def forward(self, z):\n"
+                                  "        return self.inner(z)"),
+        nbformat.v4.new_code_cell("FCGenerator()"),
+    ]
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    report = grade(path, cell_timeout=5)
+    assert report["max_score"] == 1 and report["exercises"][0]["score"] == 1, report
+    assert any("cell 3" in e for e in report["cell_errors"]), report["cell_errors"]
+
+
 def test_grade_refuses_what_is_not_a_notebook(tmp_path, capsys):
     not_a_notebook = tmp_path / "alice.ipynb"
     not_a_notebook.write_text("def generator(): ...\n")  # a .py saved under the wrong name
