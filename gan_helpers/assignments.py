@@ -3,9 +3,10 @@
 Solutions sit between nbgrader's markers, ``### BEGIN SOLUTION`` and ``### END
 SOLUTION``, so the same notebooks also work with nbgrader.
 
-- ``release(src, dest_dir)`` writes each notebook (one, or a folder's) with every solution replaced by a
-  stub that raises ``NotImplementedError``, all outputs and execution counts cleared, and
-  the saved widget state dropped: nothing of the solutions is left in the file.
+- ``release(src, dest_dir)`` writes each notebook (one, or a folder's) with every
+  solution replaced by a stub that raises ``NotImplementedError``, all outputs and
+  execution counts cleared, and the saved widget state dropped: nothing of the
+  solutions is left in the file.
 - ``grade(notebook)`` executes a notebook in a fresh kernel with a time limit per cell
   (errors and endless loops are recorded, not fatal), then runs every exercise's check
   (``gan_helpers.checks``) on what the notebook defined, and returns the scores.
