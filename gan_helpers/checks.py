@@ -67,13 +67,13 @@ def _build(cls_or_obj, *args, **kwargs):
     return cls_or_obj(*args, **kwargs)
 
 
-def _run_hooked(model: nn.Module, x: torch.Tensor, register: Callable) -> None:
+def _run_hooked(model: nn.Module, x: torch.Tensor, register: Callable):
     """Run ``model`` on ``x`` (no grad) with the hooks that ``register(module)`` returns
-    (a list) for each of its modules, removed afterwards."""
+    (a list) for each of its modules, removed afterwards; returns what the model gave."""
     hooks = [h for m in model.modules() for h in register(m)]
     try:
         with torch.no_grad():
-            model(x)
+            return model(x)
     finally:
         for h in hooks:
             h.remove()
@@ -184,14 +184,8 @@ def _last_output(model: nn.Module, x: torch.Tensor, kind: type) -> tuple[torch.T
     """What the last ``kind`` layer to run on ``x`` gave (None if none ran), and what the
     model gave, from one run: a dropout draws new masks at every run."""
     outs: list = []
-    hooks = [m.register_forward_hook(lambda _, a, out: outs.append(out.detach().clone()))
-             for m in model.modules() if isinstance(m, kind)]
-    try:
-        with torch.no_grad():
-            result = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    result = _run_hooked(model, x, lambda m: [m.register_forward_hook(
+        lambda _, a, out: outs.append(out.detach().clone()))] if isinstance(m, kind) else [])
     return (outs[-1] if outs else None), result
 
 
