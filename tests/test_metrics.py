@@ -112,6 +112,13 @@ def test_evaluate_cli(tmp_path, capsys):
     assert math.isfinite(scores["frechet_distance"]) and 0 <= scores["legible"] <= 1
 
 
+def test_printed_distance_warns_when_samples_are_few():
+    scores = {"n": 500, "frechet_distance": 18.2, "class_entropy": 0.99, "classes_missing": [],
+              "legible": 0.78, "inception_score": 7.5, "class_histogram": [0.1] * 10}
+    assert "from only 500 samples it reads high" in metrics.format_scores(scores)
+    assert "reads high" not in metrics.format_scores({**scores, "n": 10000})
+
+
 @pytest.mark.parametrize("model", ["fc", "dcgan"])
 def test_shipped_generators_sample_and_score(model, tmp_path, capsys):
     from gan_helpers.training import PRETRAINED_DIR, pretrained
