@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .models import noise_size
 from .plots import figure_png, grid_image, new_figure, plot_history
 
 if TYPE_CHECKING:  # ipywidgets loads only when a widget is built
@@ -231,7 +232,7 @@ def latent_explorer(
     import ipywidgets as widgets
 
     g = torch.Generator().manual_seed(seed)
-    latent_dim = generator.latent_dim
+    latent_dim = noise_size(generator)
     directions = torch.linalg.qr(torch.randn(latent_dim, n_sliders, generator=g)).Q.T
     state = {"z": torch.randn(latent_dim, generator=g)}
     image = widgets.Image(format="png", layout=widgets.Layout(width=f"{28 * scale}px"))

@@ -50,6 +50,12 @@ def _check_size(model: str, **sizes: int) -> None:
             raise ValueError(f"{model}: {name} must be a positive whole number (int), got {value!r}")
 
 
+def noise_size(generator: nn.Module) -> int:
+    """Length of the noise vector ``generator`` takes: its ``latent_dim`` attribute, which
+    the course's generators carry, else the course's 100 (a student's own module)."""
+    return getattr(generator, "latent_dim", LATENT_DIM)
+
+
 def _check_latent(z: torch.Tensor, latent_dim: int, model: str) -> None:
     if z.dim() == 2 and z.shape[1] == latent_dim:
         return

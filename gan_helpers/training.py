@@ -30,7 +30,7 @@ from torch import nn
 from .augment import translate
 from .data import ImageSet, SeedLoaderBatches, ShuffledBatches, load_images
 from .losses import adversarial_loss, discriminator_loss, generator_loss, uses_logits
-from .models import LATENT_DIM, build_models
+from .models import LATENT_DIM, build_models, noise_size
 
 RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
@@ -367,7 +367,7 @@ def train_briefly(
     images = (data if data is not None else load_images()).scaled()
     batches = ShuffledBatches(images, config.batch_size, seed=seed)
     noise = torch.Generator().manual_seed(seed)
-    latent_dim = getattr(generator, "latent_dim", LATENT_DIM)
+    latent_dim = noise_size(generator)
     result, done = None, 0
     for epoch in range(math.ceil(steps / batches.steps_per_epoch)):
         for real in batches.epoch(epoch):
@@ -402,7 +402,7 @@ def standing_statistics(
     device = next(generator.parameters()).device
     sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
     update_bn(
-        (torch.randn(size, generator.latent_dim, generator=rng).to(device) for size in sizes),
+        (torch.randn(size, noise_size(generator), generator=rng).to(device) for size in sizes),
         generator,
     )
     return generator
@@ -1077,7 +1077,7 @@ def generate(
     images every time on the CPU); the generator runs on ``batch_size`` of it at a
     time, so a large ``n`` needs no more memory for activations than that."""
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    z = torch.randn(n, generator.latent_dim, generator=g)
+    z = torch.randn(n, noise_size(generator), generator=g)
     dev = resolve_device(device)
     was_training = generator.training
     generator.eval()
