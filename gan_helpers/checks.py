@@ -593,6 +593,64 @@ def _batchnorm_after_last(model: nn.Module, x: torch.Tensor, kind: type) -> bool
     return bool(at) and any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in ran[at[-1]:])
 
 
+class _FunctionLog(torch.overrides.TorchFunctionMode):
+    """Records the name of each torch function a forward pass calls, with the shapes
+    going in and out: what module hooks miss when a layer is written as F.max_pool2d,
+    F.interpolate, F.linear, ``@`` or ``x.mean((2, 3))`` in ``forward``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, tuple, tuple]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        first = args[0] if args else None
+        shape = lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else ()
+        self.calls.append((getattr(func, "__name__", ""), shape(first), shape(out)))
+        return out
+
+
+_FULLY_CONNECTED = {"linear", "bilinear", "matmul", "mm", "addmm", "bmm", "einsum",
+                    "__matmul__", "__rmatmul__"}
+_UPSAMPLING = {"interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
+_REDUCTIONS = {"mean", "sum", "amax", "max", "amin", "nanmean", "logsumexp"}
+
+
+def _functional_layer(model: nn.Module, x: torch.Tensor) -> str | None:
+    """What ``model``'s forward does with plain functions that DCGAN leaves out: a fully
+    connected product, pooling, fixed upsampling or a global average over the picture
+    (advice for the student), or None."""
+    log = _FunctionLog()
+    with torch.no_grad(), log:
+        model(x)
+    for name, shape_in, shape_out in log.calls:
+        if name in _FULLY_CONNECTED:
+            return (f"a fully connected layer ({name} in your forward): DCGAN is "
+                    "all-convolutional, every layer a (transposed) convolution.")
+        if "pool" in name:
+            return (f"pooling ({name} in your forward): DCGAN resizes with strided "
+                    "convolutions (stride 2), so the network learns its own resizing.")
+        if name in _UPSAMPLING:
+            return (f"fixed upsampling ({name} in your forward): DCGAN's generator "
+                    "upsamples with learnt transposed convolutions (nn.ConvTranspose2d, "
+                    "stride 2).")
+        if name in _REDUCTIONS and len(shape_in) == 4 and shape_in[2] * shape_in[3] > 1 \
+                and len(shape_out) < 4:
+            return (f"a global average or sum over the picture (x.{name}(...) in your "
+                    "forward): DCGAN's discriminator ends with one convolution whose "
+                    "kernel covers the whole last map (4x4), giving (N, 1, 1, 1).")
+    return None
+
+
+def _layers_without_batchnorm(model: nn.Module, x: torch.Tensor, kind: type) -> list[int]:
+    """The ``kind`` layers (numbered from 1 in the order they run) that no BatchNorm
+    follows before the next ``kind`` layer; the last one is not listed."""
+    ran = _execution_order(model, x)
+    at = [i for i, m in enumerate(ran) if isinstance(m, kind)]
+    return [k for k, (i, j) in enumerate(zip(at, at[1:]), start=1)
+            if not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in ran[i:j])]
+
+
 def _check_dcgan_generator(student) -> list[str]:
     g = _build(student)
     kinds = {type(m) for m in g.modules()}
@@ -607,10 +665,17 @@ def _check_dcgan_generator(student) -> list[str]:
     z = torch.randn(4, 100)
     g.eval()
     _first_run(g, z)
+    if (problem := _functional_layer(g, z)) is not None:
+        raise Mistake(problem)
     if _batchnorm_after_last(g, z, nn.ConvTranspose2d):
         raise Mistake("BatchNorm on the output layer: the DCGAN paper leaves it out of G's "
                       "last layer (and D's first), so that G draws on the images' own scale; "
                       "end with the last transposed convolution, then nn.Tanh().")
+    if missing := _layers_without_batchnorm(g, z, nn.ConvTranspose2d):
+        raise Mistake(f"no BatchNorm after transposed convolution {missing[0]}: DCGAN puts "
+                      "nn.BatchNorm2d after every transposed convolution but the last (before "
+                      "the ReLU); it keeps each layer's outputs at a steady scale, which lets "
+                      "the deep G learn.")
     # Between two transposed convolutions a ReLU must act, checked on the numbers (so
     # F.relu counts as much as nn.ReLU, before or after a BatchNorm).
     for k, links in enumerate(_links(g, z, nn.ConvTranspose2d), start=1):
@@ -653,6 +718,9 @@ def _check_dcgan_discriminator(student) -> list[str]:
                       "first and the last.")
     d.eval()
     x = torch.rand(4, 1, 28, 28) * 2 - 1  # images in [-1, 1]
+    _first_run(d, x)
+    if (problem := _functional_layer(d, x)) is not None:
+        raise Mistake(problem)
     ran = _execution_order(d, x)
     conv_at = [i for i, m in enumerate(ran) if isinstance(m, nn.Conv2d)]
     if len(conv_at) >= 2 and any(isinstance(m, nn.BatchNorm2d) for m in ran[conv_at[0]:conv_at[1]]):
@@ -664,6 +732,11 @@ def _check_dcgan_discriminator(student) -> list[str]:
                       "its score, which BatchNorm would shift by the rest of the batch. The "
                       "paper puts it after every convolution but the first and the last; end "
                       "with the 4x4 convolution, then nn.Sigmoid().")
+    if missing := [k for k in _layers_without_batchnorm(d, x, nn.Conv2d) if k > 1]:
+        raise Mistake(f"no BatchNorm after convolution {missing[0]}: DCGAN puts "
+                      "nn.BatchNorm2d after every convolution but the first and the last "
+                      "(before the LeakyReLU); it keeps each layer's outputs at a steady "
+                      "scale.")
     _check_leaky_relus(d, x, nn.Conv2d, "convolution")
     with torch.no_grad():
         p = d(x)

@@ -504,6 +504,69 @@ def test_dcgan_discriminator_checks():
         assert not passed and message in text, (message, text)
 
 
+def functional_dcgan_d(mistake):
+    """FunctionalDCGAND with one mistake written as a plain function in ``forward``,
+    where module hooks do not see it."""
+    F = nn.functional
+
+    class D(FunctionalDCGAND):
+        def __init__(self):
+            super().__init__()
+            if mistake == "pool":
+                self.c1 = nn.Conv2d(1, 8, 3, 1, 1)
+            if mistake in ("mean", "matmul"):
+                self.c4 = nn.Conv2d(32, 1, 1)
+                self.w = nn.Parameter(torch.randn(16, 1) * 0.1)
+
+        def forward(self, x):
+            x = self.c1(x)
+            if mistake == "pool":
+                x = F.max_pool2d(x, 2)
+            x = F.leaky_relu(x, 0.2)
+            x = F.leaky_relu(self.b2(self.c2(x)), 0.2)
+            x = self.c3(x)
+            x = F.leaky_relu(x if mistake == "no batchnorm" else self.b3(x), 0.2)
+            if mistake == "mean":
+                return torch.sigmoid(self.c4(x).mean((2, 3)))
+            if mistake == "matmul":
+                return torch.sigmoid(self.c4(x).flatten(1) @ self.w)
+            return torch.sigmoid(self.c4(x)).view(-1, 1)
+
+    return D
+
+
+@pytest.mark.parametrize("mistake,message", [
+    ("pool", "pooling (max_pool2d in your forward)"),
+    ("no batchnorm", "no BatchNorm after convolution 3"),
+    ("mean", "a global average or sum over the picture"),
+    ("matmul", "a fully connected layer (matmul in your forward)"),
+])
+def test_dcgan_discriminator_mistakes_written_as_functions(mistake, message):
+    passed, text = run(checks.check_dcgan_discriminator, functional_dcgan_d(mistake))
+    assert not passed and message in text, text
+
+
+class InterpolatingDCGAN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up1, self.bn = nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8)
+        self.up2 = nn.ConvTranspose2d(8, 1, 3, 1, 1)
+
+    def forward(self, z):
+        h = nn.functional.relu(self.bn(self.up1(z.view(-1, 100, 1, 1))))
+        return torch.tanh(self.up2(nn.functional.interpolate(h, scale_factor=4)))
+
+
+def test_dcgan_generator_mistakes_written_as_functions_or_left_out():
+    passed, text = run(checks.check_dcgan_generator, InterpolatingDCGAN)
+    assert not passed and "fixed upsampling (interpolate in your forward)" in text, text
+    # BatchNorm after the first transposed convolution only (the module check sees one).
+    passed, text = run(checks.check_dcgan_generator, lambda: nn.Sequential(
+        nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.ConvTranspose2d(8, 4, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(4, 1, 4, 2, 1), nn.Tanh()))
+    assert not passed and "no BatchNorm after transposed convolution 2" in text, text
+
+
 # -------------------------------------------------------------- robustness
 def test_unwritten_and_crashing_code_gets_a_message(capsys):
     def todo(*args):
