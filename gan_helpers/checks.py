@@ -466,6 +466,32 @@ def _reference_grads(g: nn.Module, d: nn.Module, criterion, real, z, g_labels=1.
     return list(grads[:n_g]), list(grads[n_g:]), list(d_grads)
 
 
+def _wrong_d_losses(g: nn.Module, d: nn.Module, criterion, real, z) -> list[tuple[str, list]]:
+    """(advice, D's gradient at the start state) for the common wrong D losses: labels
+    the wrong way round, the fake or the real half left out (with or without the / 2)."""
+    g, d = copy.deepcopy(g), copy.deepcopy(d)
+    with torch.no_grad():
+        fake = g(z)
+
+    def grads(loss: torch.Tensor) -> list:
+        return list(torch.autograd.grad(loss, list(d.parameters()), retain_graph=True))
+
+    def bce(p: torch.Tensor, label: float) -> torch.Tensor:
+        return criterion(p, torch.full_like(p, label))
+
+    fix = "; D's loss is (BCE(D(real), valid) + BCE(D(fake.detach()), fake)) / 2."
+    swapped = ("D's labels are the wrong way round: real images must be scored against "
+               "valid (1) and G's fakes against fake (0)" + fix)
+    no_fake = "D's loss leaves out the fake batch, so D never learns what G's images look like" + fix
+    no_real = "D's loss leaves out the real batch, so D never learns what real digits look like" + fix
+    real_only, fake_only = bce(d(real), 1.0), bce(d(fake), 0.0)
+    return [
+        (swapped, grads((bce(d(real), 0.0) + bce(d(fake), 1.0)) / 2)),
+        (no_fake, grads(real_only)), (no_fake, grads(real_only / 2)),
+        (no_real, grads(fake_only)), (no_real, grads(fake_only / 2)),
+    ]
+
+
 def _check_step_has_gradients(log: list, net: str) -> None:
     """opt_{net}.step() (its first call in ``log``) must find a gradient: a zero_grad
     between backward and step, or a fake batch cut from G's graph, leaves none."""
@@ -572,6 +598,9 @@ def _check_train_step(student: Callable) -> list[str]:
     if _close(d_at_step, [2 * r for r in ref_d]):
         raise Mistake("the discriminator loss is real + fake; the seed averages: (real_loss + fake_loss) / 2.")
     if not _close(d_at_step, ref_d, 1e-4):
+        for advice, wrong in _wrong_d_losses(g, d, criterion, real, z):
+            if _close(d_at_step, wrong, 1e-4):
+                raise Mistake(advice)
         raise Mistake(
             "D's gradient is not that of (BCE(D(real), 1) + BCE(D(fake), 0)) / 2 on the same "
             "fake batch G produced in this step."

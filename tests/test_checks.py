@@ -285,9 +285,10 @@ def test_bce_sum_and_sign():
 # --------------------------------------------------------------- train step
 def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
               g_label=1.0, average=True, zero_late="", fake_without_graph=False,
-              retain_graph=False, minimax=False):
+              retain_graph=False, minimax=False, swap_d_labels=False, d_halves="both"):
     """The seed's step, with one planted mistake at most; ``zero_late`` "g" or "d" calls
-    that network's zero_grad between its backward and its step."""
+    that network's zero_grad between its backward and its step; ``d_halves`` "real" or
+    "fake" (with "/2" for the average kept) leaves the other half out of D's loss."""
     if zero_g and zero_late != "g":
         opt_g.zero_grad()
     with torch.no_grad() if fake_without_graph else contextlib.nullcontext():
@@ -304,9 +305,15 @@ def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=Tru
     if zero_d and zero_late != "d":
         opt_d.zero_grad()
     d_real, d_fake = D(real), D(fake.detach() if detach else fake)
-    real_loss = criterion(d_real, torch.ones_like(d_real))
-    fake_loss = criterion(d_fake, torch.zeros_like(d_fake))
+    real_target, fake_target = torch.ones_like(d_real), torch.zeros_like(d_fake)
+    if swap_d_labels:
+        real_target, fake_target = fake_target, real_target
+    real_loss = criterion(d_real, real_target)
+    fake_loss = criterion(d_fake, fake_target)
     d_loss = (real_loss + fake_loss) / 2 if average else real_loss + fake_loss
+    if d_halves != "both":
+        d_loss = real_loss if d_halves.startswith("real") else fake_loss
+        d_loss = d_loss / 2 if d_halves.endswith("/2") else d_loss
     d_loss.backward()
     if zero_late == "d":
         opt_d.zero_grad()
@@ -361,6 +368,11 @@ def test_correct_train_steps_pass(step):
         ({"fake_without_graph": True}, "cut from G's graph"),
         ({"detach": False, "retain_graph": True}, "retain_graph=True does not mend that"),
         ({"minimax": True}, "minimax"),
+        ({"swap_d_labels": True}, "D's labels are the wrong way round"),
+        ({"d_halves": "real"}, "D's loss leaves out the fake batch"),
+        ({"d_halves": "real/2"}, "D's loss leaves out the fake batch"),
+        ({"d_halves": "fake"}, "D's loss leaves out the real batch"),
+        ({"d_halves": "fake/2"}, "D's loss leaves out the real batch"),
     ],
 )
 def test_train_step_mistakes(kwargs, message):
