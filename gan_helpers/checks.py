@@ -347,6 +347,13 @@ _SIGMOID_IN_LOSS = (
     "to the criterion as it is.")
 
 
+_D_LOSS = "; D's loss is (BCE(D(real), valid) + BCE(D(fake.detach()), fake)) / 2."
+_D_SWAPPED = ("D's labels are the wrong way round: real images must be scored against valid "
+              "(1) and G's fakes against fake (0)" + _D_LOSS)
+_D_NO_FAKE = "D's loss leaves out the fake batch, so D never learns what G's images look like" + _D_LOSS
+_D_NO_REAL = "D's loss leaves out the real batch, so D never learns what real digits look like" + _D_LOSS
+
+
 def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
     o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
     t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
@@ -385,7 +392,10 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
     if torch.isclose(d, real_part + fake_part, atol=1e-5):
         raise Mistake("the discriminator loss is real + fake; the seed averages them: (real_loss + fake_loss) / 2.")
     if torch.isclose(d, (criterion(d_real, torch.zeros_like(d_real)) + criterion(d_fake, torch.ones_like(d_fake))) / 2, atol=1e-5):
-        raise Mistake("the labels are swapped: real images get the valid label 1, fakes the fake label 0.")
+        raise Mistake(_D_SWAPPED)
+    for half, advice in ((real_part, _D_NO_FAKE), (fake_part, _D_NO_REAL)):
+        if torch.isclose(d, half, atol=1e-5) or torch.isclose(d, half / 2, atol=1e-5):
+            raise Mistake(advice)
     squashed = (criterion(torch.sigmoid(d_real), torch.ones_like(d_real))
                 + criterion(torch.sigmoid(d_fake), torch.zeros_like(d_fake))) / 2
     if torch.isclose(d, squashed, atol=1e-5):
@@ -479,16 +489,11 @@ def _wrong_d_losses(g: nn.Module, d: nn.Module, criterion, real, z) -> list[tupl
     def bce(p: torch.Tensor, label: float) -> torch.Tensor:
         return criterion(p, torch.full_like(p, label))
 
-    fix = "; D's loss is (BCE(D(real), valid) + BCE(D(fake.detach()), fake)) / 2."
-    swapped = ("D's labels are the wrong way round: real images must be scored against "
-               "valid (1) and G's fakes against fake (0)" + fix)
-    no_fake = "D's loss leaves out the fake batch, so D never learns what G's images look like" + fix
-    no_real = "D's loss leaves out the real batch, so D never learns what real digits look like" + fix
     real_only, fake_only = bce(d(real), 1.0), bce(d(fake), 0.0)
     return [
-        (swapped, grads((bce(d(real), 0.0) + bce(d(fake), 1.0)) / 2)),
-        (no_fake, grads(real_only)), (no_fake, grads(real_only / 2)),
-        (no_real, grads(fake_only)), (no_real, grads(fake_only / 2)),
+        (_D_SWAPPED, grads((bce(d(real), 0.0) + bce(d(fake), 1.0)) / 2)),
+        (_D_NO_FAKE, grads(real_only)), (_D_NO_FAKE, grads(real_only / 2)),
+        (_D_NO_REAL, grads(fake_only)), (_D_NO_REAL, grads(fake_only / 2)),
     ]
 
 

@@ -232,6 +232,18 @@ def test_discriminator_loss_not_averaged():
     assert not passed and "(real_loss + fake_loss) / 2" in text
 
 
+@pytest.mark.parametrize("d_loss,message", [
+    (lambda c, r, f: (c(r, torch.zeros_like(r)) + c(f, torch.ones_like(f))) / 2,
+     "D's labels are the wrong way round"),
+    (lambda c, r, f: c(r, torch.ones_like(r)), "leaves out the fake batch"),
+    (lambda c, r, f: c(r, torch.ones_like(r)) / 2, "leaves out the fake batch"),
+    (lambda c, r, f: c(f, torch.zeros_like(f)), "leaves out the real batch"),
+], ids=["swapped", "real-only", "real-only-halved", "fake-only"])
+def test_discriminator_loss_labels_and_halves(d_loss, message):
+    passed, text = run(checks.check_losses, bce, ref_g_loss, d_loss)
+    assert not passed and message in text, text
+
+
 def test_double_sigmoid_in_loss():
     def g_loss(criterion, d_on_fake):
         return criterion(torch.sigmoid(d_on_fake), torch.ones_like(d_on_fake))
