@@ -189,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train gan_helpers.metrics.DigitClassifier on the project's data, print "
         "its held-out accuracy and write it into the package.",
     )
-    classifier.add_argument("--dataset", choices=DATASET_NAMES, default="mnist")
-    classifier.add_argument("--epochs", type=_positive_int, default=12)
+    classifier.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
+                            help="whose classifier to retrain (default mnist)")
+    classifier.add_argument("--epochs", type=_positive_int, default=12,
+                            help="passes over its training digits (default 12)")
 
     release = sub.add_parser(
         "release", help="write student copies of solution notebooks",
@@ -209,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         "several notebooks (a class: returned/*/01_build_the_fc_gan.ipynb), it grades them "
         "in turn, ends with a summary, and with --csv writes one row per notebook.",
     )
-    grade.add_argument("notebook", type=Path, nargs="+")
+    grade.add_argument("notebook", type=Path, nargs="+",
+                       help="the student notebooks to grade (a class: returned/*/NAME.ipynb)")
     grade.add_argument("--json", action="store_true", help="print one line of JSON per notebook")
     grade.add_argument("--csv", type=Path, default=None, metavar="FILE",
                        help="also write the scores to FILE, one row per notebook")
@@ -222,17 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep only what sampling needs (the generator and its configuration).",
     )
     export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt or its run folder")
-    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True,
+                        help="the file to write, e.g. generator.pt; sample and evaluate read it")
 
     tidy = sub.add_parser(
         "tidy-notebooks", help="drop saved widget state that no notebook output shows",
         description="After executing notebooks (make notebooks): remove widget state that no "
         "output can display, such as the closed live dashboards' last images.",
     )
-    tidy.add_argument("notebooks", type=Path, nargs="+")
+    tidy.add_argument("notebooks", type=Path, nargs="+", help="notebooks to tidy, in place")
 
     download = sub.add_parser("download", help="download full MNIST or Fashion-MNIST (internet)")
-    download.add_argument("dataset", choices=DATASET_NAMES, nargs="?", default="mnist")
+    download.add_argument("dataset", choices=DATASET_NAMES, nargs="?", default="mnist",
+                          help="which data set (default mnist)")
     download.add_argument("--data-dir", type=Path, default=None, help="target folder (default data/)")
     return parser
 

@@ -186,6 +186,15 @@ def test_help_is_complete(capsys):
         assert option in text
 
 
+def test_every_option_of_every_command_says_what_it_does():
+    from gan_helpers.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if a.choices and a.dest == "command"]
+    unexplained = [f"{name} {a.option_strings or a.dest}" for name, sub in commands.choices.items()
+                   for a in sub._actions if not a.help]
+    assert len(commands.choices) >= 9 and unexplained == []
+
+
 def test_sigkill_resumes_from_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "gan_helpers", "train", "--max-steps", "100000", "--quiet",
