@@ -639,9 +639,12 @@ class _FunctionLog(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         first = args[0] if args else None
-        shape = lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else ()
-        self.calls.append((getattr(func, "__name__", ""), shape(first), shape(out)))
+        self.calls.append((getattr(func, "__name__", ""), _shape(first), _shape(out)))
         return out
+
+
+def _shape(value: object) -> tuple:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else ()
 
 
 _FULLY_CONNECTED = {"linear", "bilinear", "matmul", "mm", "addmm", "bmm", "einsum",
