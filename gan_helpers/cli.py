@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--label-smoothing", type=float, default=None, metavar="S",
                        help="D's target for real images is 1 - S (one-sided label smoothing; "
                        "0.1 gives 0.9; default 0, as in the seed)")
+    hyper.add_argument("--r1", type=float, default=None, metavar="GAMMA",
+                       help="every 16 steps, also train D to keep its score flat around real "
+                       "images, with weight GAMMA (the R1 penalty, Mescheder et al. 2018; "
+                       "default 0: off, as in the seed)")
     hyper.add_argument("--width", type=_positive_int, default=None,
                        help="DCGAN channel multiplier of G, ngf (course: 32; pytorch/examples: 64); "
                        "D's follows it unless --d-width is given")

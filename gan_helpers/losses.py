@@ -16,6 +16,13 @@ as 0.9 (``real_label``), and leaves the fake target at 0 and G's valid label at 
 that is never rewarded for full certainty about a real digit stops pushing its outputs
 to the extremes, which is meant to keep its feedback to G informative once it starts to
 know the training digits by heart. The seed uses 1.
+
+The R1 penalty (Mescheder, Geiger & Nowozin 2018, "Which Training Methods for GANs do
+actually Converge?") is not part of the seed's loss: an extra term for D, the squared
+length of the gradient of D's score with respect to real images. A D that is flat around
+the real digits cannot grow ever more certain of them by sharpening its boundary there,
+which is what lets a GAN's game settle instead of circling; ``r1_penalty`` computes it
+and ``training.r1_step`` applies it.
 """
 
 from __future__ import annotations
@@ -69,3 +76,16 @@ def discriminator_loss(
     real_loss = criterion(d_on_real, torch.full_like(d_on_real, real_label))
     fake_loss = criterion(d_on_fake, torch.zeros_like(d_on_fake))
     return (real_loss + fake_loss) / 2
+
+
+def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """The R1 penalty: ||d logit(x) / d x||^2 per real image, averaged over the batch.
+
+    real: (N, 1, 28, 28) in [-1, 1]; ``discriminator`` must have a ``logit`` method
+    (D's score before any sigmoid; the course's discriminators have one). Returns a
+    scalar >= 0 whose graph reaches D's weights (a gradient of a gradient), so that
+    ``backward`` on it trains D to keep its score flat around real images.
+    """
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator.logit(x).sum(), x, create_graph=True)
+    return grad.pow(2).sum(list(range(1, grad.dim()))).mean()

@@ -157,6 +157,13 @@ class FCDiscriminator(nn.Module):
         _check_dtype(x, self, "images")
         return self.net(x.reshape(x.shape[0], IMAGE_PIXELS))
 
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        """D's score before any sigmoid: (N, 1) real numbers, for the R1 penalty."""
+        _check_images(x, type(self).__name__)
+        _check_dtype(x, self, "images")
+        body = self.net if self.logits else self.net[:-1]
+        return body(x.reshape(x.shape[0], IMAGE_PIXELS))
+
 
 class DCGANGenerator(nn.Module):
     """DCGAN generator for 28x28x1, by the seed's rules.
@@ -243,6 +250,13 @@ class DCGANDiscriminator(nn.Module):
         _check_images(x, type(self).__name__)
         _check_dtype(x, self, "images")
         return self.net(x.reshape(x.shape[0], *IMAGE_SHAPE)).view(x.shape[0], 1)
+
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        """D's score before any sigmoid: (N, 1) real numbers, for the R1 penalty."""
+        _check_images(x, type(self).__name__)
+        _check_dtype(x, self, "images")
+        body = self.net if self.logits else self.net[:-1]
+        return body(x.reshape(x.shape[0], *IMAGE_SHAPE)).view(x.shape[0], 1)
 
 
 def init_dcgan_weights(module: nn.Module) -> None:

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss, uses_logits
+from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss, r1_penalty, uses_logits
+from gan_helpers.models import build_models
 
 
 def hand_bce(o, t):
@@ -80,3 +81,38 @@ def test_loss_switch():
     assert uses_logits("bce-logits") and not uses_logits("bce")
     with pytest.raises(ValueError, match="choose one of bce, bce-logits"):
         adversarial_loss("mse")
+
+
+class LinearD(nn.Module):
+    """logit(x) = w . x + b: its R1 penalty is |w|^2 for every image."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(784))
+
+    def logit(self, x):
+        return (x.flatten(1) @ self.w).unsqueeze(1) + 0.5
+
+
+def test_r1_penalty_is_the_squared_gradient_length_on_real_images():
+    d = LinearD()
+    real = torch.rand(5, 1, 28, 28) * 2 - 1
+    penalty = r1_penalty(d, real)
+    torch.testing.assert_close(penalty, d.w.detach().pow(2).sum())
+    (grad,) = torch.autograd.grad(penalty, d.w)  # reaches D's weights: 2 w
+    torch.testing.assert_close(grad, 2 * d.w.detach())
+    assert not real.requires_grad  # the caller's batch is left as it was
+
+
+@pytest.mark.parametrize("model", ["fc", "dcgan"])
+def test_discriminators_logit_is_their_score_before_the_sigmoid(model):
+    torch.manual_seed(0)
+    d = build_models(model, width=8)[1].eval()
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    logits = d.logit(x)
+    assert logits.shape == (6, 1)
+    torch.testing.assert_close(torch.sigmoid(logits), d(x))
+    d_logits = build_models(model, logits=True, width=8)[1].eval()
+    d_logits.load_state_dict(d.state_dict())
+    torch.testing.assert_close(d_logits.logit(x), d_logits(x))
+    assert r1_penalty(d, x) > 0

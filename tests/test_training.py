@@ -25,6 +25,7 @@ from gan_helpers.training import (
     train_briefly,
     train_step,
 )
+from gan_helpers.training import r1_step as training_r1_step
 
 
 def small(model="fc", **kw):
@@ -205,24 +206,26 @@ def test_a_students_own_generator_without_latent_dim_takes_the_courses_noise():
     assert images.shape == (5, 1, 28, 28) and images.abs().max() <= 1
 
 
-@pytest.mark.parametrize("model,recipe,decay,ramp", [
-    ("fc", "course", 0, 0), ("dcgan", "course", 0, 0), ("fc", "seed", 0, 0),
-    ("fc", "course", 11, 0), ("fc", "course", 0, 8),
+@pytest.mark.parametrize("model,recipe,decay,ramp,r1", [
+    ("fc", "course", 0, 0, 0), ("dcgan", "course", 0, 0, 0), ("fc", "seed", 0, 0, 0),
+    ("fc", "course", 11, 0, 0), ("fc", "course", 0, 8, 0), ("dcgan", "course", 0, 0, 0.05),
 ])
-def test_resume_is_bit_exact(tmp_path, mnist_small, model, recipe, decay, ramp):
+def test_resume_is_bit_exact(tmp_path, mnist_small, model, recipe, decay, ramp, r1):
     # 512 / 48: resume crosses an epoch edge; with decay, the lr falls from step 3 to 0 at
-    # 14; with the ramp, D's shift grows from 1 to 2 pixels at step 8, after the resume.
+    # 14; with the ramp, D's shift grows from 1 to 2 pixels at step 8, after the resume;
+    # with r1, its extra D update comes at step 16, after the resume.
     cfg = small(model, recipe=recipe, batch_size=48, decay_start=3 if decay else 0,
-                decay_steps=decay, augment_ramp=ramp)
-    straight = GANTrainer(cfg, data=mnist_small).fit(steps=14, progress=False)
+                decay_steps=decay, augment_ramp=ramp, r1=r1)
+    end = 17 if r1 else 14
+    straight = GANTrainer(cfg, data=mnist_small).fit(steps=end, progress=False)
 
     first = GANTrainer(cfg, data=mnist_small, out_dir=tmp_path).fit(steps=6, progress=False)
     path = first.save_checkpoint()
     del first
     torch.manual_seed(12345)  # whatever happens to the global RNG in between
-    resumed = GANTrainer.from_checkpoint(path, data=mnist_small).fit(steps=14, progress=False)
+    resumed = GANTrainer.from_checkpoint(path, data=mnist_small).fit(steps=end, progress=False)
 
-    assert resumed.step == straight.step == 14
+    assert resumed.step == straight.step == end
     for a, b in zip(params(straight), params(resumed)):
         assert torch.equal(a, b)
     for opt in ("opt_g", "opt_d"):
@@ -590,6 +593,44 @@ def test_generator_lr_factor(mnist_small):
     assert TrainConfig.from_dict(legacy).g_lr_factor == 1.0
     with pytest.raises(ValueError, match="g_lr_factor must be a positive number"):
         TrainConfig.for_recipe("course", g_lr_factor=0)
+
+
+def test_r1_updates_d_once_every_16_steps_and_leaves_g_alone(mnist_small, monkeypatch):
+    import gan_helpers.training as training
+
+    calls = []
+    real_r1_step = training.r1_step
+    monkeypatch.setattr(training, "r1_step", lambda d, opt, real, gamma: calls.append(
+        (gamma, tuple(real.shape))) or real_r1_step(d, opt, real, gamma))
+    plain = GANTrainer(small("dcgan", r1=0.0), data=mnist_small).fit(steps=16, progress=False)
+    assert calls == []
+    with_r1 = GANTrainer(small("dcgan", r1=0.05), data=mnist_small).fit(steps=15, progress=False)
+    assert calls == []
+    with_r1.fit(steps=16, progress=False)
+    assert calls == [(0.05, (64, 1, 28, 28))]
+    # Step 16 itself is the seed's step; the extra update after it changed D only.
+    assert all(torch.equal(a, b) for a, b in zip(plain.generator.parameters(),
+                                                  with_r1.generator.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(plain.discriminator.parameters(),
+                                                      with_r1.discriminator.parameters()))
+
+
+def test_r1_step_flattens_d_around_real_images():
+    torch.manual_seed(0)
+    d = build_models("fc")[1]
+    real = torch.rand(32, 1, 28, 28) * 2 - 1
+    opt = torch.optim.Adam(d.parameters(), lr=0.001)
+    from gan_helpers.losses import r1_penalty
+
+    before = r1_penalty(d, real).item()
+    returned = [training_r1_step(d, opt, real, 1.0, every=1) for _ in range(5)]
+    assert returned[0].item() == pytest.approx(before) and not returned[0].requires_grad
+    assert r1_penalty(d, real).item() < 0.5 * before
+    # Old checkpoints trained without it; it must be a real weight of 0 or more.
+    assert TrainConfig.from_dict({"model": "dcgan"}).r1 == 0.0
+    for bad in (-0.1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="r1 must be 0"):
+            TrainConfig.for_recipe("course", r1=bad)
 
 
 def test_config_validation():
