@@ -149,6 +149,12 @@ class TrainConfig:
         ``label_smoothing`` > 0 trains D to call real images real with target
         ``1 - label_smoothing`` instead of 1 (one-sided label smoothing; G's valid label
         stays 1; ``gan_helpers.losses``). 0, the default of both recipes, is the seed's.
+
+        ``r1`` > 0 adds the R1 penalty (``losses.r1_penalty``) with that weight: every
+        ``R1_EVERY`` (16) steps, after the seed's step, one more Adam step of D on
+        ``r1 / 2 * 16 *`` the squared gradient of D's logit at the step's real images.
+        It keeps D from sharpening its boundary around the training digits, which is
+        what lets the game settle (Mescheder et al. 2018).
         """
         config = cls(recipe=recipe, **overrides)
         config.validate()
