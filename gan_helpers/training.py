@@ -141,7 +141,7 @@ class TrainConfig:
         (a quarter, 8, was too weak; bench/RESULTS.md). That holds for runs of minutes:
         over an hour a half-width D stalls, so for long runs give ``d_width=width``.
         The course DCGAN recipe also adds the R1 penalty, ``r1`` 0.05 (below): in 300-s
-        runs it brought DCGAN's Fréchet distance from about 19 to about 11, level with
+        runs it brought DCGAN's Fréchet distance from about 22 to about 11, level with
         the FC GAN's (README, "DCGAN against FC at 300 s").
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
@@ -153,11 +153,12 @@ class TrainConfig:
         ``1 - label_smoothing`` instead of 1 (one-sided label smoothing; G's valid label
         stays 1; ``gan_helpers.losses``). 0, the default of both recipes, is the seed's.
 
-        ``r1`` > 0 (course DCGAN: 0.05; elsewhere 0, the seed's) adds the R1 penalty (``losses.r1_penalty``) with that weight: every
-        ``R1_EVERY`` (16) steps, after the seed's step, one more Adam step of D on
-        ``r1 / 2 * 16 *`` the squared gradient of D's logit at the step's real images.
-        It keeps D from sharpening its boundary around the training digits, which is
-        what lets the game settle (Mescheder et al. 2018).
+        ``r1`` > 0 (course DCGAN: 0.05; elsewhere 0, the seed's) adds the R1 penalty
+        (``losses.r1_penalty``) with that weight: every ``R1_EVERY`` (16) steps, after
+        the seed's step, one more Adam step of D on ``r1 / 2 * 16 *`` the squared
+        gradient of D's logit at the step's real images. It keeps D from sharpening its
+        boundary around the training digits, which is what lets the game settle
+        (Mescheder et al. 2018).
         """
         config = cls(recipe=recipe, **overrides)
         config.validate()
