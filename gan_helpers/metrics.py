@@ -333,7 +333,7 @@ def real_floor(dataset: str = "mnist", n: int = 5000) -> float:
 
 def _distance_note(n: int) -> str:
     # The estimate is biased upwards by roughly (feature dims) / n: the shipped DCGAN
-    # generator scores about 96 from 100 samples, 10 from 1,000 and 5.4 from 10,000.
+    # generator scores about 63 from 100 samples, 8 from 1,000 and 2.8 from 10,000.
     if n < 10000:
         return (f"(lower is better; from only {n:,} samples it reads high: compare "
                 "distances at the same n, README's at 10,000)")

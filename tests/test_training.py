@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_helpers.losses import adversarial_loss
+from gan_helpers.losses import adversarial_loss, r1_penalty
 from gan_helpers.models import build_models
 from gan_helpers.training import (
     CheckpointError,
@@ -22,10 +22,10 @@ from gan_helpers.training import (
     load_generator,
     resolve_device,
     standing_statistics,
+    r1_step,
     train_briefly,
     train_step,
 )
-from gan_helpers.training import r1_step as training_r1_step
 
 
 def small(model="fc", **kw):
@@ -620,10 +620,8 @@ def test_r1_step_flattens_d_around_real_images():
     d = build_models("fc")[1]
     real = torch.rand(32, 1, 28, 28) * 2 - 1
     opt = torch.optim.Adam(d.parameters(), lr=0.001)
-    from gan_helpers.losses import r1_penalty
-
     before = r1_penalty(d, real).item()
-    returned = [training_r1_step(d, opt, real, 1.0, every=1) for _ in range(5)]
+    returned = [r1_step(d, opt, real, 1.0, every=1) for _ in range(5)]
     assert returned[0].item() == pytest.approx(before) and not returned[0].requires_grad
     assert r1_penalty(d, real).item() < 0.5 * before
     # Old checkpoints trained without it; it must be a real weight of 0 or more.
