@@ -280,12 +280,12 @@ def _run_train(args) -> int:
     device = resolve_device(args.device)
     if args.resume is not None:
         # The architecture comes from the checkpoint; only stopping rules may change.
+        # Every option that sets a TrainConfig field, read from the dataclass so that a
+        # new option cannot be silently ignored on resume.
         conflicting = [
-            f"--{name.replace('_', '-')}"
-            for name in ("model", "dataset", "recipe", "batch_size", "lr", "g_lr_factor", "b1", "b2",
-                         "latent_dim", "loss", "g_batchnorm", "width", "d_width", "ema", "augment", "augment_ramp",
-                         "seed", "decay_start", "decay_steps", "label_smoothing")
-            if getattr(args, name) is not None
+            f"--{field.name.replace('_', '-')}"
+            for field in fields(TrainConfig)
+            if getattr(args, field.name, None) is not None
         ]
         if conflicting:
             raise ValueError(

@@ -160,6 +160,28 @@ def test_resume_refuses_architecture_change(trained, capsys):
     assert "--model cannot change on --resume" in capsys.readouterr().err
 
 
+def test_resume_refuses_every_training_choice(trained, tmp_path, capsys):
+    # A value given with --resume that the run silently ignored would mislead: the run
+    # goes on with its checkpoint's configuration, so each such option must be refused.
+    from dataclasses import fields
+
+    from gan_helpers.cli import build_parser
+    from gan_helpers.training import TrainConfig
+
+    (commands,) = [a for a in build_parser()._actions if a.choices and a.dest == "command"]
+    options = {a.dest: a for a in commands.choices["train"]._actions}
+    config_options = [options[f.name] for f in fields(TrainConfig) if f.name in options]
+    checkpoint = tmp_path / "checkpoint.pt"  # a copy: a wrongly accepted option trains on
+    checkpoint.write_bytes((trained / "checkpoint.pt").read_bytes())
+    assert {a.dest for a in config_options} >= {"r1", "sample_interval", "lr", "model"}
+    for action in config_options:
+        value = ([action.option_strings[0]] if action.nargs == 0
+                 else [action.option_strings[0], (action.choices or ["1"])[-1]])
+        argv = ["train", "--resume", str(checkpoint), "--max-steps", "6", "--out", str(tmp_path), *value]
+        assert main(argv) == 1, f"{value} was accepted on --resume"
+        assert f"{action.option_strings[0]} cannot change on --resume" in capsys.readouterr().err
+
+
 def test_label_smoothing_option_is_saved_and_fixed_on_resume(tmp_path, capsys):
     argv = ["train", "--label-smoothing", "0.1", "--max-steps", "2", "--batch-size", "32",
             "--out", str(tmp_path), "--quiet"]
