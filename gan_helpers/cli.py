@@ -279,9 +279,9 @@ def _run_train(args) -> int:
 
     device = resolve_device(args.device)
     if args.resume is not None:
-        # The architecture comes from the checkpoint; only stopping rules may change.
-        # Every option that sets a TrainConfig field, read from the dataclass so that a
-        # new option cannot be silently ignored on resume.
+        # The run continues with its checkpoint's configuration; only stopping rules may
+        # change. The refused options are TrainConfig's fields, read from the dataclass
+        # so that a new option cannot be silently ignored here.
         conflicting = [
             f"--{field.name.replace('_', '-')}"
             for field in fields(TrainConfig)
