@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     hyper.add_argument("--r1", type=float, default=None, metavar="GAMMA",
                        help="every 16 steps, also train D to keep its score flat around real "
                        "images, with weight GAMMA (the R1 penalty, Mescheder et al. 2018; "
-                       "course DCGAN: 0.05; otherwise 0: off, as in the seed)")
+                       "course DCGAN: 0.5; otherwise 0: off, as in the seed)")
     hyper.add_argument("--width", type=_positive_int, default=None,
                        help="DCGAN channel multiplier of G, ngf (course: 32; pytorch/examples: 64); "
                        "D's follows it unless --d-width is given")
