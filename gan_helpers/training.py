@@ -131,12 +131,12 @@ class TrainConfig:
         10,000 steps (``ema`` 0.9999; a cap of 1,000 steps, 0.999, drew digits a little
         less legible and farther from real ones at 11,400 and 16,000 steps;
         bench/RESULTS.md), with BatchNorm statistics recomputed for the averaged weights
-        (``standing_statistics``). For DCGAN the
-        course uses batch 64, lr 0.001 for D (the DCGAN paper's 0.0002 learns too slowly
-        for a few CPU minutes; 0.001, twice the FC recipe's, did worse than 0.0005
-        before the R1 penalty below and better with it) and, as for FC, twice that for G with beta1 0 (the paper:
-        0.5), no augmentation (in 300-s runs it held DCGAN back), width 32 for G (2.6
-        times the steps of pytorch/examples' 64 in the same CPU time) and half that for
+        (``standing_statistics``). For DCGAN the course uses batch 64, lr 0.001 for D
+        (the DCGAN paper's 0.0002 learns too slowly for a few CPU minutes; 0.001, twice
+        the FC recipe's, did worse than 0.0005 before the R1 penalty below and better
+        with it) and, as for FC, twice that for G with beta1 0 (the paper: 0.5), no
+        augmentation (in 300-s runs it held DCGAN back), width 32 for G (2.6 times the
+        steps of pytorch/examples' 64 in the same CPU time) and half that for
         D, ``d_width`` 16: D runs three times a step (G's step, then real and fake
         apart, for BatchNorm) and costs most of it, so a half-width D takes 1.5 times
         the steps in the same time, and it came closer to real digits per step too
@@ -147,8 +147,8 @@ class TrainConfig:
         the FC GAN's (0.05 gave about 11, 1 about 11), and over an hour, with D as wide
         as G, it drew more legible digits than 0.05 did (README, "Pretrained
         generators"). With R1 in place, doubling the lr from 0.0005 to 0.001 brought
-        the distance at 300 s to about 7.8, below the FC GAN's 8.4 in 9 seeds of 12
-        (0.002 gave about 8.1; README, "DCGAN against FC at 300 s").
+        the mean distance at 300 s to about 7.8, against the FC GAN's 8.4, lower in 9
+        seeds of 12 (0.002 gave about 8.1; README, "DCGAN against FC at 300 s").
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
