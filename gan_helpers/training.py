@@ -145,10 +145,11 @@ class TrainConfig:
         The course DCGAN recipe also adds the R1 penalty, ``r1`` 0.5 (below): in 300-s
         runs it brought DCGAN's Fréchet distance from about 22 to about 9, level with
         the FC GAN's (0.05 gave about 11, 1 about 11), and over an hour, with D as wide
-        as G, it drew more legible digits than 0.05 did (README, "Pretrained
-        generators"). With R1 in place, doubling the lr from 0.0005 to 0.001 brought
-        the mean distance at 300 s to about 7.8, against the FC GAN's 8.4, lower in 9
-        seeds of 12 (0.002 gave about 8.1; README, "DCGAN against FC at 300 s").
+        as G, it drew more legible digits than 0.05 did (bench/RESULTS.md, "Longer
+        runs"). With R1 in place, doubling the lr from 0.0005 to 0.001 brought the
+        mean distance at 300 s to about 7.8, against the FC GAN's 8.4, lower in 9 seeds
+        of 12 (README, "DCGAN against FC at 300 s"; 0.002 gave about 8.1,
+        bench/RESULTS.md).
 
         ``decay_steps`` > 0 lets both learning rates fall linearly from their values at
         step ``decay_start`` to 0 at step ``decay_start + decay_steps`` (CycleGAN's
