@@ -259,10 +259,58 @@ def _check_generator(student) -> list[str]:
     return ["layer sizes 100-128-256-512-784, LeakyReLU, tanh output, shape (N, 1, 28, 28)"]
 
 
-def _first_run(model: nn.Module, x: torch.Tensor) -> None:
+def _shape_walk(model: nn.Module, x: torch.Tensor, kind: type) -> tuple[str, bool]:
+    """The shapes that ``model``'s ``kind`` layers take and give on ``x``, in the order
+    they run, "(4, 1, 28, 28) -> (4, 32, 14, 14) -> ...", ending, where a layer fails,
+    with that layer and the shape it could not take; and whether one failed."""
+    walk: list[tuple[nn.Module, tuple, tuple | None]] = []
+
+    def register(m: nn.Module) -> list:
+        if not isinstance(m, kind):
+            return []
+        return [m.register_forward_pre_hook(lambda mod, a: walk.append((mod, _shape(a[0]), None))),
+                m.register_forward_hook(
+                    lambda mod, a, out: walk.__setitem__(-1, (mod, walk[-1][1], _shape(out))))]
+
+    try:
+        _run_hooked(model, x, register)
+    except Exception:  # noqa: BLE001 - the walk up to the failing layer is the point
+        pass
+    if not walk:
+        return "", False
+    shapes = [str(walk[0][1])] + [str(out) for _, _, out in walk if out is not None]
+    text = " -> ".join(shapes)
+    failed, shape_in, out = walk[-1]
+    if out is None:
+        text += f", then {failed} fails on {shape_in}"
+    return text, out is None
+
+
+_DCGAN_WALKS = {  # (what the layers are called, the shapes the assignment aims for)
+    nn.ConvTranspose2d: (
+        "transposed convolutions",
+        "(N, 100, 1, 1) -> (N, 128, 4, 4) -> (N, 64, 7, 7) -> (N, 32, 14, 14) -> (N, 1, 28, 28); "
+        "a transposed convolution gives (input - 1) x stride - 2 x padding + kernel"),
+    nn.Conv2d: (
+        "convolutions",
+        "(N, 1, 28, 28) -> (N, 32, 14, 14) -> (N, 64, 7, 7) -> (N, 128, 4, 4) -> (N, 1, 1, 1); "
+        "a convolution gives floor((input + 2 x padding - kernel) / stride) + 1"),
+}
+
+
+def _walk_advice(walk: str, kind: type) -> str:
+    """Advice for a DCGAN whose shapes go astray: the student's ``walk`` (from
+    ``_shape_walk``), then the shapes the assignment aims for."""
+    layers, aim = _DCGAN_WALKS[kind]
+    return f"Your {layers} take {walk}. The aim: {aim}."
+
+
+def _first_run(model: nn.Module, x: torch.Tensor, kind: type | None = None) -> None:
     """Run ``model`` on ``x`` once, turning the two classic shape slips into advice:
     images reaching a Linear layer unflattened, noise reaching a transposed convolution
-    without its 1 x 1 picture axes."""
+    without its 1 x 1 picture axes. With ``kind`` (a DCGAN's convolution type), a
+    convolution that cannot take what reaches it (too few channels, a kernel larger than
+    the map) gets the walk of shapes through the layers."""
     slips = {  # (PyTorch's words, dimensions of x): the advice
         ("shapes cannot be multiplied", 4):
             "your D passed the images, shape {shape}, to a Linear layer unflattened "
@@ -279,6 +327,9 @@ def _first_run(model: nn.Module, x: torch.Tensor) -> None:
         for (words, dims), advice in slips.items():
             if words in str(err) and x.dim() == dims:
                 raise Mistake(advice.format(shape=tuple(x.shape), error=err)) from err
+        walk, failed = _shape_walk(model, x, kind) if kind is not None else ("", False)
+        if failed:
+            raise Mistake(f"the shapes do not fit (PyTorch: {err}). " + _walk_advice(walk, kind)) from err
         raise
 
 
@@ -358,7 +409,15 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
     o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
     t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     expected = nn.BCELoss()(o, t)
-    got = _one_loss("bce", bce(o, t))
+    log = _FunctionLog()
+    with log:
+        got = _one_loss("bce", bce(o, t))
+    library = {"binary_cross_entropy", "binary_cross_entropy_with_logits"} & {name for name, _, _ in log.calls}
+    if library:
+        raise Mistake(
+            f"bce calls PyTorch's own BCE ({library.pop()}, which nn.BCELoss runs): the "
+            "exercise is the formula by hand, -mean(t * log(o) + (1 - t) * log(1 - o)), "
+            "with torch.log. nn.BCELoss is what the check compares it with.")
     if torch.isclose(got, -expected * 1, atol=1e-5) and not torch.isclose(got, expected):
         raise Mistake("bce has the wrong sign: log(o) is negative, so the loss is -mean(...).")
     if torch.isclose(got, expected * len(o), atol=1e-4):
@@ -566,6 +625,12 @@ def _check_train_step(student: Callable) -> list[str]:
             "backward, opt_g.step(); then D's loss, backward, opt_d.step()."
         )
     if names.index("opt_g.step") > names.index("opt_d.step"):
+        d_at_first_step = steps[names.index("opt_d.step")][1]
+        if any(_close(d_at_first_step, [x + extra for x in d_from_g_loss]) for extra in (0.0, stale)):
+            raise Mistake(
+                "the optimizers are swapped: opt_d.step() follows the backward pass of G's "
+                "loss, so it moves D along G's gradient, and D's loss then steps G. G's step "
+                "ends with opt_g.step(), D's with opt_d.step().")
         raise Mistake("D is updated before G: the seed trains G first, then D, in every step.")
     for net in ("g", "d"):
         _check_step_has_gradients(log, net)
@@ -701,7 +766,7 @@ def _check_dcgan_generator(student) -> list[str]:
         raise Mistake("no BatchNorm: DCGAN puts nn.BatchNorm2d after every transposed convolution but the last.")
     z = torch.randn(4, 100)
     g.eval()
-    _first_run(g, z)
+    _first_run(g, z, nn.ConvTranspose2d)
     if (problem := _functional_layer(g, z)) is not None:
         raise Mistake(problem)
     if _batchnorm_after_last(g, z, nn.ConvTranspose2d):
@@ -730,7 +795,9 @@ def _check_dcgan_generator(student) -> list[str]:
     with torch.no_grad():
         loud = g(z * 100)
     if tuple(out.shape) != (4, 1, 28, 28):
-        raise Mistake(f"wrong output shape: noise (4, 100) must give (4, 1, 28, 28); yours gives {tuple(out.shape)}.")
+        walk, _ = _shape_walk(g, z, nn.ConvTranspose2d)
+        raise Mistake(f"wrong output shape: noise (4, 100) must give (4, 1, 28, 28); yours gives "
+                      f"{tuple(out.shape)}. " + _walk_advice(walk, nn.ConvTranspose2d))
     if loud.abs().max() > 1.0 + 1e-6:
         raise Mistake("output outside [-1, 1]: end with nn.Tanh().")
     _check_tanh_output(g, z, nn.ConvTranspose2d)
@@ -755,7 +822,7 @@ def _check_dcgan_discriminator(student) -> list[str]:
                       "first and the last.")
     d.eval()
     x = torch.rand(4, 1, 28, 28) * 2 - 1  # images in [-1, 1]
-    _first_run(d, x)
+    _first_run(d, x, nn.Conv2d)
     if (problem := _functional_layer(d, x)) is not None:
         raise Mistake(problem)
     ran = _execution_order(d, x)
@@ -778,8 +845,11 @@ def _check_dcgan_discriminator(student) -> list[str]:
     with torch.no_grad():
         p = d(x)
     if tuple(p.shape) != (4, 1):
-        raise Mistake(f"wrong output shape: images (4, 1, 28, 28) must give one prediction "
-                      f"each, (4, 1); yours gives {tuple(p.shape)}. Reshape with .view(-1, 1).")
+        wrong = (f"wrong output shape: images (4, 1, 28, 28) must give one prediction each, "
+                 f"(4, 1); yours gives {tuple(p.shape)}. ")
+        if p.numel() == 4:
+            raise Mistake(wrong + "Reshape with .view(-1, 1).")
+        raise Mistake(wrong + _walk_advice(_shape_walk(d, x, nn.Conv2d)[0], nn.Conv2d))
     # A sigmoid keeps even huge scores in [0, 1]: make the last convolution's huge.
     loud = copy.deepcopy(d)
     last = [m for m in _execution_order(loud, x) if isinstance(m, nn.Conv2d)][-1]

@@ -294,6 +294,15 @@ def test_bce_sum_and_sign():
     assert not passed and "wrong sign" in text
 
 
+@pytest.mark.parametrize("library_bce", [
+    lambda o, t: nn.BCELoss()(o, t),
+    lambda o, t: nn.functional.binary_cross_entropy(o, t),
+], ids=["BCELoss", "functional"])
+def test_bce_must_be_written_by_hand(library_bce):
+    passed, text = run(checks.check_losses, library_bce, ref_g_loss, ref_d_loss)
+    assert not passed and "formula by hand" in text, text
+
+
 # --------------------------------------------------------------- train step
 def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
               g_label=1.0, average=True, zero_late="", fake_without_graph=False,
@@ -351,6 +360,16 @@ def d_first_step(G, D, opt_g, opt_d, criterion, real, z):
     opt_g.step()
 
 
+def swapped_optimizers(G, D, opt_g, opt_d, criterion, real, z):
+    opt_g.zero_grad()
+    fake = G(z)
+    criterion(D(fake), torch.ones(len(z), 1)).backward()
+    opt_d.step()
+    opt_d.zero_grad()
+    ((criterion(D(real), torch.ones(len(z), 1)) + criterion(D(fake.detach()), torch.zeros(len(z), 1))) / 2).backward()
+    opt_g.step()
+
+
 def only_g_optimizer(G, D, opt_g, opt_d, criterion, real, z):
     opt_g.zero_grad()
     fake = G(z)
@@ -397,6 +416,7 @@ def test_train_step_mistakes(kwargs, message):
     [
         (one_backward_step, "one backward pass"),
         (d_first_step, "G first, then D"),
+        (swapped_optimizers, "the optimizers are swapped"),
         (only_g_optimizer, "opt_d.step() is never called"),
     ],
 )
@@ -589,6 +609,36 @@ def test_dcgan_generator_mistakes_written_as_functions_or_left_out():
         nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8), nn.ReLU(),
         nn.ConvTranspose2d(8, 4, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(4, 1, 4, 2, 1), nn.Tanh()))
     assert not passed and "no BatchNorm after transposed convolution 2" in text, text
+
+
+def test_dcgan_shapes_that_go_astray_get_the_walk_of_shapes():
+    down = [nn.Conv2d(1, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(8, 16, 4, 2, 1), nn.BatchNorm2d(16),
+            nn.LeakyReLU(0.2)]
+    # 7 -> 4 with a 3x3 kernel, then a 3x3 last kernel: a 2 x 2 map, four scores per image,
+    # which no .view(-1, 1) mends.
+    two_by_two = [nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.LeakyReLU(0.2), nn.Conv2d(32, 1, 3)]
+    passed, text = run(checks.check_dcgan_discriminator, lambda: nn.Sequential(
+        *down, *two_by_two, nn.Sigmoid(), nn.Flatten(0), nn.Unflatten(0, (-1, 1))))
+    assert not passed and "yours gives (16, 1)" in text and ".view(-1, 1)" not in text, text
+    assert "(4, 32, 4, 4) -> (4, 1, 2, 2). The aim: (N, 1, 28, 28)" in text, text
+    # A 4x4 kernel on the 7 x 7 map gives 3 x 3, where the last 4x4 kernel does not fit.
+    passed, text = run(checks.check_dcgan_discriminator, lambda: nn.Sequential(
+        *down, nn.Conv2d(16, 32, 4, 2, 1), nn.BatchNorm2d(32), nn.LeakyReLU(0.2), nn.Conv2d(32, 1, 4),
+        nn.Sigmoid(), nn.Flatten()))
+    assert not passed and "the shapes do not fit" in text, text
+    assert "-> (4, 32, 3, 3), then Conv2d(32, 1, kernel_size=(4, 4)" in text, text
+    # Too few channels reach a layer.
+    passed, text = run(checks.check_dcgan_generator, lambda: nn.Sequential(
+        nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 7), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.ConvTranspose2d(16, 1, 4, 4), nn.Tanh()))
+    assert not passed and "take (4, 100, 1, 1) -> (4, 8, 7, 7), then ConvTranspose2d(16, 1" in text, text
+    # Stride 2 with kernel 4 from 4 x 4 doubles to 8, not 7: 32 x 32 at the end.
+    passed, text = run(checks.check_dcgan_generator, lambda: nn.Sequential(
+        nn.Unflatten(1, (100, 1, 1)), nn.ConvTranspose2d(100, 8, 4), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.ConvTranspose2d(8, 4, 4, 2, 1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.ConvTranspose2d(4, 1, 4, 4), nn.Tanh()))
+    assert not passed and "yours gives (4, 1, 32, 32)" in text, text
+    assert "(4, 8, 4, 4) -> (4, 4, 8, 8) -> (4, 1, 32, 32). The aim: (N, 100, 1, 1)" in text, text
 
 
 # -------------------------------------------------------------- robustness
