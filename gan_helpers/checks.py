@@ -681,7 +681,35 @@ def _check_train_step(student: Callable) -> list[str]:
             "the fake batch is not detached in D's step: D's loss sent gradients into G. "
             "Use discriminator(fake.detach()) so D's backward pass stops at the images."
         )
+    _check_step_uses_its_criterion(student, real, z)
     return ["G step then D step, each with its own zero_grad, detach and backward"]
+
+
+def _check_step_uses_its_criterion(student: Callable, real: torch.Tensor, z: torch.Tensor) -> None:
+    """Run the (otherwise right) step once more with a logits D and BCEWithLogitsLoss:
+    a step that builds its own nn.BCELoss, or squashes D's output itself, is right only
+    for the criterion the first run used."""
+    g, d = reference_models.build_models("fc", logits=True)
+    criterion = nn.BCEWithLogitsLoss()
+    ref_g, _, ref_d = _reference_grads(g, d, criterion, real, z)
+    log: list = []
+    opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
+    opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
+    advice = ("use the criterion your train_step is given (through generator_loss and "
+              "discriminator_loss), not a BCE of its own: the course switches to "
+              "BCEWithLogitsLoss, for a D that gives logits, by passing that criterion.")
+    try:
+        student(g, d, opt_g, opt_d, criterion, real, z)
+    except Exception as err:  # noqa: BLE001 - any failure here is this one mistake
+        raise Mistake(f"your step is right with nn.BCELoss but fails with "
+                      f"nn.BCEWithLogitsLoss ({type(err).__name__}: {err}): " + advice) from err
+    first = {}
+    for name, grads in log:
+        first.setdefault(name, grads)
+    if not (_close(first.get("opt_g.step") or [], ref_g)
+            and _close(first.get("opt_d.step") or [], ref_d, 1e-4)):
+        raise Mistake("your step is right with nn.BCELoss but gives other gradients with "
+                      "nn.BCEWithLogitsLoss and a D without sigmoid: " + advice)
 
 
 def _batchnorm_after_last(model: nn.Module, x: torch.Tensor, kind: type) -> bool:

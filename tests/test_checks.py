@@ -370,6 +370,16 @@ def swapped_optimizers(G, D, opt_g, opt_d, criterion, real, z):
     opt_g.step()
 
 
+def own_bce_step(G, D, opt_g, opt_d, criterion, real, z):
+    criterion = nn.BCELoss()  # ignores the criterion it is given
+    seed_step(G, D, opt_g, opt_d, criterion, real, z)
+
+
+def hand_written_bce_step(G, D, opt_g, opt_d, criterion, real, z):
+    seed_step(G, D, opt_g, opt_d, lambda o, t: -(t * torch.log(o) + (1 - t) * torch.log(1 - o)).mean(),
+              real, z)
+
+
 def only_g_optimizer(G, D, opt_g, opt_d, criterion, real, z):
     opt_g.zero_grad()
     fake = G(z)
@@ -417,6 +427,8 @@ def test_train_step_mistakes(kwargs, message):
         (one_backward_step, "one backward pass"),
         (d_first_step, "G first, then D"),
         (swapped_optimizers, "the optimizers are swapped"),
+        (own_bce_step, "right with nn.BCELoss but fails with nn.BCEWithLogitsLoss"),
+        (hand_written_bce_step, "right with nn.BCELoss but gives other gradients with nn.BCEWithLogitsLoss"),
         (only_g_optimizer, "opt_d.step() is never called"),
     ],
 )
