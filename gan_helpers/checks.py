@@ -405,6 +405,15 @@ _D_NO_FAKE = "D's loss leaves out the fake batch, so D never learns what G's ima
 _D_NO_REAL = "D's loss leaves out the real batch, so D never learns what real digits look like" + _D_LOSS
 
 
+def _with_logits(name: str, loss: Callable, *args) -> tuple[torch.Tensor, str]:
+    """``loss(*args)`` as one number, or NaN and the words of the RuntimeError it raised
+    (for the advice), so that both lead to the same diagnosis."""
+    try:
+        return _one_loss(name, loss(*args)), ""
+    except RuntimeError as err:
+        return torch.tensor(float("nan")), f" (with BCEWithLogitsLoss it raised: {err})"
+
+
 def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
     o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
     t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
@@ -464,15 +473,26 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
             f"discriminator_loss gives {d.item():.4f}, expected {((real_part + fake_part) / 2).item():.4f}: "
             "(BCE(real vs 1) + BCE(fake vs 0)) / 2."
         )
-    logits = torch.tensor([[2.0], [-1.0], [0.5]])
-    with_logits = _one_loss("generator_loss", generator_loss(nn.BCEWithLogitsLoss(), logits))
-    if torch.isclose(with_logits, nn.BCEWithLogitsLoss()(torch.sigmoid(logits), torch.ones_like(logits)), atol=1e-5):
+    # The same losses with BCEWithLogitsLoss on logits, where a loss that builds its own
+    # BCE gives other numbers or, as nn.BCELoss outside [0, 1] does, raises.
+    logits_loss = nn.BCEWithLogitsLoss()
+    logits, real_logits = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([[1.5], [-0.5], [3.0]])
+    with_logits, failure = _with_logits("generator_loss", generator_loss, logits_loss, logits)
+    if torch.isclose(with_logits, logits_loss(torch.sigmoid(logits), torch.ones_like(logits)), atol=1e-5):
         raise Mistake(
             "double sigmoid: your generator_loss applies a sigmoid before BCEWithLogitsLoss, "
             "which applies it again. Pass D's raw output to the criterion."
         )
-    if not torch.isclose(with_logits, reference_losses.generator_loss(nn.BCEWithLogitsLoss(), logits), atol=1e-5):
-        raise Mistake("generator_loss must work with any criterion: call criterion(d_on_fake, ones).")
+    if not torch.isclose(with_logits, reference_losses.generator_loss(logits_loss, logits), atol=1e-5):
+        raise Mistake(f"generator_loss must work with any criterion{failure}: call "
+                      "criterion(d_on_fake, ones), not a BCE of its own.")
+    d_with_logits, failure = _with_logits(
+        "discriminator_loss", discriminator_loss, logits_loss, real_logits, logits)
+    if not torch.isclose(d_with_logits, reference_losses.discriminator_loss(
+            logits_loss, real_logits, logits), atol=1e-5):
+        raise Mistake(f"discriminator_loss must work with any criterion{failure}: call "
+                      "criterion(d_on_real, ones) and criterion(d_on_fake, zeros), not a BCE "
+                      "of its own.")
     return ["bce matches the formula; G against valid labels; D loss is (real + fake) / 2"]
 
 

@@ -303,6 +303,20 @@ def test_bce_must_be_written_by_hand(library_bce):
     assert not passed and "formula by hand" in text, text
 
 
+@pytest.mark.parametrize("own_criterion", [nn.BCELoss(), bce], ids=["BCELoss", "hand-written"])
+def test_each_loss_must_use_the_criterion_it_is_given(own_criterion):
+    def g_loss(criterion, d_on_fake):
+        return ref_g_loss(own_criterion, d_on_fake)
+
+    def d_loss(criterion, real, fake):
+        return ref_d_loss(own_criterion, real, fake)
+
+    passed, text = run(checks.check_losses, bce, g_loss, ref_d_loss)
+    assert not passed and "generator_loss must work with any criterion" in text, text
+    passed, text = run(checks.check_losses, bce, ref_g_loss, d_loss)
+    assert not passed and "discriminator_loss must work with any criterion" in text, text
+
+
 # --------------------------------------------------------------- train step
 def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
               g_label=1.0, average=True, zero_late="", fake_without_graph=False,
