@@ -335,7 +335,15 @@ def _first_run(model: nn.Module, x: torch.Tensor, kind: type | None = None) -> N
 
 def _check_discriminator(student) -> list[str]:
     d = _build(student)
-    d_logits = _build(student, logits=True) if not isinstance(student, nn.Module) else None
+    try:
+        d_logits = _build(student, logits=True) if not isinstance(student, nn.Module) else None
+    except TypeError as err:
+        if "logits" not in str(err):
+            raise
+        raise Mistake(
+            "your discriminator takes no logits argument (PyTorch: {err}). Keep the exercise's "
+            "def __init__(self, logits=False), and leave out the sigmoid when logits is True "
+            "(for BCEWithLogitsLoss).".format(err=err)) from err
     sizes = _linear_sizes(d)
     expected = [(784, 512), (512, 256), (256, 1)]
     if sizes != expected:
@@ -349,9 +357,12 @@ def _check_discriminator(student) -> list[str]:
     with torch.no_grad():
         p = d(x)
     if tuple(p.shape) != (6, 1):
+        fix = ("Return the last layer's (N, 1) as it is, without .squeeze() or .view(-1): the "
+               "labels, torch.ones_like(...), take D's shape." if p.dim() < 2 else
+               "Flatten the images with x.view(x.shape[0], -1) before the first layer.")
         raise Mistake(
             f"wrong output shape: for images (6, 1, 28, 28) D must return one prediction per "
-            f"image, (6, 1); yours returns {tuple(p.shape)}. Flatten with x.view(x.shape[0], -1)."
+            f"image, (6, 1); yours returns {tuple(p.shape)}. " + fix
         )
     if not ((p > 0) & (p < 1)).all():
         _check_not_softmax(p)

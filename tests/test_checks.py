@@ -207,6 +207,30 @@ def test_discriminator_checks():
     assert not passed and "wrong layer sizes" in text
 
 
+class SqueezedD(FCDiscriminator):
+    def forward(self, x):
+        return super().forward(x).squeeze(1)
+
+
+class UnflattenedChannelD(FCDiscriminator):
+    def forward(self, x):
+        return self.net(x.view(x.shape[0], 1, 784))  # (N, 1, 1): one axis too many
+
+
+class NoLogitsArgumentD(FCDiscriminator):
+    def __init__(self):
+        super().__init__()
+
+
+def test_discriminator_shape_and_signature_slips_get_their_own_fix():
+    passed, text = run(checks.check_discriminator, SqueezedD)
+    assert not passed and "yours returns (6,)" in text and "without .squeeze()" in text, text
+    passed, text = run(checks.check_discriminator, UnflattenedChannelD)
+    assert not passed and "yours returns (6, 1, 1)" in text and "x.view(x.shape[0], -1)" in text, text
+    passed, text = run(checks.check_discriminator, NoLogitsArgumentD)
+    assert not passed and "takes no logits argument" in text and "logits=False" in text, text
+
+
 # ------------------------------------------------------------------- losses
 def bce(o, t):
     return -(t * torch.log(o) + (1 - t) * torch.log(1 - o)).mean()
