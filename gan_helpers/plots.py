@@ -67,9 +67,11 @@ def plot_history(
 ) -> Figure:
     """Loss curves (G and D, with the log 2 equilibrium line) and mean D(x), D(G(z))
     (with the 0.5 line) against the step. ``history`` has the trainer's keys
-    g_loss, d_loss, d_real, d_fake; curves are running means over ``smooth`` steps,
-    drawn through at most ``max_points`` evenly spaced points (the first and the last
-    included), so a long run draws as fast as a short one."""
+    g_loss, d_loss, d_real, d_fake; curves are running means over the last ``smooth``
+    steps (over all steps so far, before there are that many, so a curve starts at
+    step 1 and a live view is never blank), drawn through at most ``max_points`` evenly
+    spaced points (the first and the last included), so a long run draws as fast as a
+    short one."""
     import math
 
     if axes is None:
@@ -85,14 +87,14 @@ def plot_history(
         values = torch.tensor(history[key], dtype=torch.float64)
         if len(values) == 0:
             continue
-        k = max(1, min(smooth, len(values)))
-        kernel = torch.ones(1, 1, k, dtype=torch.float64) / k
-        smoothed = torch.nn.functional.conv1d(values.view(1, 1, -1), kernel).view(-1)
-        at = torch.arange(k, len(values) + 1)
+        k = max(1, smooth)
+        sums = torch.cat([values.new_zeros(1), values.cumsum(0)])
+        at = torch.arange(1, len(values) + 1)
+        smoothed = (sums[at] - sums[(at - k).clamp(min=0)]) / at.clamp(max=k)
         if len(at) > max_points:
             keep = torch.linspace(0, len(at) - 1, max_points).round().long()
             at, smoothed = at[keep], smoothed[keep]
-        ax.plot(at.numpy(), smoothed.numpy(), label=label)
+        ax.plot(at.numpy(), smoothed.numpy(), label=label, marker="." if len(at) == 1 else "")
     ax_loss.axhline(math.log(2), color="gray", ls="--", lw=0.8, label="log 2")
     ax_d.axhline(0.5, color="gray", ls="--", lw=0.8, label="0.5")
     ax_d.set_ylim(0, 1)

@@ -30,3 +30,15 @@ def test_show_grid_and_plot_history_draw_on_their_axes(pixels):
     assert [line.get_label() for line in losses.lines] == ["G loss", "D loss", "log 2"]
     assert len(losses.lines[0].get_xdata()) == 50  # thinned to max_points
     assert outputs.get_ylim() == (0, 1)
+
+
+def test_plot_history_curves_start_at_step_one_as_running_means():
+    g_loss = [1.0, 3.0, 5.0, 7.0, 9.0]
+    history = {"g_loss": g_loss, "d_loss": g_loss, "d_real": [0.5] * 5, "d_fake": [0.5] * 5}
+    g_line = plot_history(history, smooth=2).axes[0].lines[0]
+    # A live view of a short run is not blank: the mean of what there is, then of the last 2.
+    assert list(g_line.get_xdata()) == [1, 2, 3, 4, 5]
+    assert list(g_line.get_ydata()) == [1.0, 2.0, 4.0, 6.0, 8.0]
+    one_step = {k: [0.7] for k in ("g_loss", "d_loss", "d_real", "d_fake")}
+    g_line = plot_history(one_step).axes[0].lines[0]
+    assert list(g_line.get_xdata()) == [1] and g_line.get_marker() == "."  # a dot, visible
