@@ -102,7 +102,7 @@ def plot_history(
     ax_d.set_title("mean discriminator output")
     for ax in axes:
         ax.set_xlabel(f"step (of {steps})")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # off the curves, wherever they run
     return ax_loss.figure
 
 
