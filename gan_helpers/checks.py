@@ -718,8 +718,8 @@ def _check_train_step(student: Callable) -> list[str]:
 
 def _check_step_uses_its_criterion(student: Callable, real: torch.Tensor, z: torch.Tensor) -> None:
     """Run the (otherwise right) step once more with a logits D and BCEWithLogitsLoss:
-    a step that builds its own nn.BCELoss, or squashes D's output itself, is right only
-    for the criterion the first run used."""
+    a step that builds its own nn.BCELoss, or computes BCE by hand, is right only for
+    the criterion the first run used."""
     g, d = reference_models.build_models("fc", logits=True)
     criterion = nn.BCEWithLogitsLoss()
     ref_g, _, ref_d = _reference_grads(g, d, criterion, real, z)
