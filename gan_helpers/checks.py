@@ -1000,9 +1000,10 @@ losses_exercise = Exercise(
 )
 train_step_exercise = Exercise(
     "train_step", "the training step", ("train_step",), _check_train_step,
-    "opt_g.zero_grad(); fake = generator(z); G's loss against valid; backward; "
-    "opt_g.step(). Then opt_d.zero_grad(); D's loss on real and on fake.detach(); "
-    "backward; opt_d.step().",
+    "opt_g.zero_grad(); fake = generator(z); generator_loss(criterion, "
+    "discriminator(fake)); backward; opt_g.step(). Then opt_d.zero_grad(); "
+    "discriminator_loss(criterion, ...) on real and on fake.detach(); backward; "
+    "opt_d.step(). Use the criterion you are given, not one of your own.",
     (reference_training.train_step,),
 )
 dcgan_generator_exercise = Exercise(
