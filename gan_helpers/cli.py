@@ -469,6 +469,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataFileError, CheckpointError, TrainingDiverged, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except RuntimeError as err:
+        # PyTorch's allocators say "can't allocate memory" (CPU) or "out of memory" (GPU).
+        if "allocate" not in str(err) and "out of memory" not in str(err):
+            raise
+        words = str(err).splitlines()[0]
+        words = words[words.find("DefaultCPUAllocator"):] if "DefaultCPUAllocator" in words else words
+        print(f"error: not enough memory ({words}); ask for less: a smaller --n or "
+              "--batch-size", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

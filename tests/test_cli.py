@@ -197,6 +197,15 @@ def test_sample_refuses_other_suffix(trained, capsys):
     assert "--out must end in .npy or .png" in capsys.readouterr().err
 
 
+def test_more_samples_than_memory_is_a_one_line_error(tmp_path, capsys):
+    # 10**12 noise vectors (400 TB): the allocation fails at once, without using memory.
+    argv = ["sample", "--checkpoint", "fc", "--n", str(10**12), "--out", str(tmp_path / "s.npy")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough memory (") and "a smaller --n" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "s.npy").exists()
+
+
 def test_help_is_complete(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
