@@ -737,8 +737,10 @@ def _check_step_uses_its_criterion(student: Callable, real: torch.Tensor, z: tor
     first = {}
     for name, grads in log:
         first.setdefault(name, grads)
-    if not (_close(first.get("opt_g.step") or [], ref_g)
-            and _close(first.get("opt_d.step") or [], ref_d, 1e-4)):
+    g_at_step, d_at_step = first.get("opt_g.step"), first.get("opt_d.step")
+    # A step left out is as wrong as a wrong one (an empty list would compare "close").
+    if g_at_step is None or d_at_step is None or not (
+            _close(g_at_step, ref_g) and _close(d_at_step, ref_d, 1e-4)):
         raise Mistake("your step is right with nn.BCELoss but gives other gradients with "
                       "nn.BCEWithLogitsLoss and a D without sigmoid: " + advice)
 

@@ -418,6 +418,12 @@ def hand_written_bce_step(G, D, opt_g, opt_d, criterion, real, z):
               real, z)
 
 
+def skips_with_logits_step(G, D, opt_g, opt_d, criterion, real, z):
+    if isinstance(criterion, nn.BCEWithLogitsLoss):
+        return  # trains only for the criterion it was written for
+    seed_step(G, D, opt_g, opt_d, criterion, real, z)
+
+
 def only_g_optimizer(G, D, opt_g, opt_d, criterion, real, z):
     opt_g.zero_grad()
     fake = G(z)
@@ -467,6 +473,7 @@ def test_train_step_mistakes(kwargs, message):
         (swapped_optimizers, "the optimizers are swapped"),
         (own_bce_step, "right with nn.BCELoss but fails with nn.BCEWithLogitsLoss"),
         (hand_written_bce_step, "right with nn.BCELoss but gives other gradients with nn.BCEWithLogitsLoss"),
+        (skips_with_logits_step, "right with nn.BCELoss but gives other gradients with nn.BCEWithLogitsLoss"),
         (only_g_optimizer, "opt_d.step() is never called"),
     ],
 )
