@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 
 if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
+    import numpy as np
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -28,29 +29,69 @@ def new_figure(ncols: int = 1, figsize: tuple[float, float] = (4, 4)) -> tuple[F
     return fig, axes
 
 
-def grid_image(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+def grid_image(
+    images: torch.Tensor | np.ndarray | Sequence[torch.Tensor], nrow: int = 8
+) -> torch.Tensor:
     """images (N, 1, 28, 28) in [-1, 1] -> one grid (3, H, W) in [0, 1], via
     torchvision's ``make_grid``. (N, 28, 28) and (N, 784) will do too, and so will raw
-    uint8 pixels 0..255 (as ``gan_helpers.data`` loads them), so any batch of digits in
-    the course can be looked at as it is."""
+    integer pixels 0..255 (uint8, as ``gan_helpers.data`` loads them), a NumPy array (as
+    ``sample --out FILE.npy`` writes) or a list of images, so any batch of digits in the
+    course can be looked at as it is."""
     from torchvision.utils import make_grid
 
     from .data import to_unit_range
 
-    images = images.detach().cpu()
+    images = _image_batch(images)
     if images.dim() == 2:  # (N, 784)
         images = images.view(-1, 1, 28, 28)
     elif images.dim() == 3:  # (N, H, W): make_grid would take N for channels
         images = images.unsqueeze(1)
-    if images.dtype == torch.uint8:
+    if not images.is_floating_point():
         images = to_unit_range(images[:, 0])  # the data's own scaling, 0..255 -> [-1, 1]
     return make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
 
 
+def _image_batch(images: torch.Tensor | np.ndarray | Sequence[torch.Tensor]) -> torch.Tensor:
+    """``images`` as a CPU tensor of a layout ``grid_image`` draws, else a ValueError
+    that names the shape it got and the ones it takes."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("no images to draw: the list is empty")
+        try:
+            images = torch.stack([torch.as_tensor(image) for image in images])
+        except RuntimeError as err:  # "stack expects each tensor to be equal size, ..."
+            raise ValueError(f"the images in the list differ in shape: {err}") from None
+        if images.dim() == 5 and images.shape[1] == 1:  # a list of (1, 1, 28, 28) batches
+            images = images[:, 0]
+    images = torch.as_tensor(images).detach().cpu()
+    shape = tuple(images.shape)
+    if images.dtype == torch.bool:
+        raise ValueError("cannot draw bool images: give pixels as floats in [-1, 1] or "
+                         "integers 0..255")
+    integer = not images.is_floating_point()
+    if integer and images.numel() and (images.min() < 0 or images.max() > 255):
+        raise ValueError(f"integer pixels must lie in 0..255, these span {images.min().item()}"
+                         f"..{images.max().item()}; give floats in [-1, 1] instead")
+    drawable = (images.dim() == 3
+                or (images.dim() == 2 and shape[1] == 28 * 28)
+                or (images.dim() == 4 and (shape[1] == 1 or (shape[1] == 3 and not integer))))
+    if not drawable:
+        single = " (one image needs a batch axis: x.unsqueeze(0))" if shape == (28, 28) else ""
+        raise ValueError(f"cannot draw images of shape {shape}: give a batch (N, 1, 28, 28), "
+                         f"(N, 28, 28) or (N, 784){single}")
+    if shape[0] == 0:
+        raise ValueError(f"no images to draw: the batch {shape} is empty")
+    return images
+
+
 def show_grid(
-    images: torch.Tensor, title: str = "", nrow: int = 8, ax: Axes | None = None
+    images: torch.Tensor | np.ndarray | Sequence[torch.Tensor],
+    title: str = "",
+    nrow: int = 8,
+    ax: Axes | None = None,
 ) -> Figure:
-    """Draw a grid of images (N, 1, 28, 28) in [-1, 1] on ``ax`` (a new figure if None)."""
+    """Draw a grid of images (N, 1, 28, 28) in [-1, 1] on ``ax`` (a new figure if None);
+    any layout ``grid_image`` takes will do."""
     if ax is None:
         _, ax = new_figure()
     ax.imshow(grid_image(images, nrow).permute(1, 2, 0).numpy(), interpolation="nearest")

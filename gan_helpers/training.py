@@ -1119,6 +1119,10 @@ def generate(
     The noise, (n, latent_dim) ~ N(0, 1), is drawn in one go from ``seed`` (the same
     images every time on the CPU); the generator runs on ``batch_size`` of it at a
     time, so a large ``n`` needs no more memory for activations than that."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n is how many images to draw, a whole number >= 0; got {n!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     z = torch.randn(n, noise_size(generator), generator=g)
     dev = resolve_device(device)

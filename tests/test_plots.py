@@ -20,6 +20,30 @@ def test_grid_of_every_layout_a_batch_of_digits_comes_in(pixels):
         assert torch.allclose(grid_image(same), grid, atol=1e-6)
 
 
+
+def test_grid_of_what_a_student_has_at_hand(pixels):
+    grid = grid_image(to_unit_range(pixels))
+    as_floats = to_unit_range(pixels)[:, 0]
+    # sample --out x.npy writes (N, 28, 28) float32; a list of single images; int64 pixels
+    for same in (as_floats.numpy(), list(to_unit_range(pixels)), list(as_floats),
+                 pixels.long(), pixels.numpy()):
+        assert torch.allclose(grid_image(same), grid, atol=1e-6)
+
+
+@pytest.mark.parametrize("images,named", [
+    (torch.zeros(28, 28), r"shape \(28, 28\).*x.unsqueeze\(0\)"),
+    (torch.zeros(4, 785), r"shape \(4, 785\)"),
+    (torch.zeros(4, 2, 28, 28), r"shape \(4, 2, 28, 28\)"),
+    (torch.zeros(0, 1, 28, 28), "empty"),
+    ([], "empty"),
+    ([torch.zeros(28, 28), torch.zeros(14, 14)], "differ in shape"),
+    (torch.full((4, 28, 28), 300), r"0\.\.255, these span 300\.\.300"),
+    (torch.zeros(4, 28, 28, dtype=torch.bool), "bool"),
+])
+def test_grid_names_what_it_cannot_draw(images, named):
+    with pytest.raises(ValueError, match=named):
+        grid_image(images)
+
 def test_show_grid_and_plot_history_draw_on_their_axes(pixels):
     fig = show_grid(pixels, title="real")
     ax = fig.axes[0]

@@ -191,6 +191,17 @@ def test_generate_runs_the_generator_in_batches(model):
     assert g.training  # mode restored
 
 
+
+@pytest.mark.parametrize("n,batch_size,named", [
+    (-1, 1000, "n is how many images"), (1e3, 1000, "n is how many images"),
+    (10, 0, "batch_size must be"),
+])
+def test_generate_refuses_a_count_it_cannot_draw(n, batch_size, named):
+    g = build_models("fc")[0]
+    with pytest.raises(ValueError, match=named):
+        generate(g, n, batch_size=batch_size)
+    assert generate(g, 0).shape == (0, 1, 28, 28)  # none is a valid answer to "how many?"
+
 def test_a_students_own_generator_without_latent_dim_takes_the_courses_noise():
     # A generator written in an exercise need not carry the course's latent_dim attribute.
     class Student(nn.Module):
