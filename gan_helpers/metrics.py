@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -209,12 +210,15 @@ def save_classifier(model: DigitClassifier, dataset: str, held_out_accuracy: flo
 
 # ----------------------------------------------------------------------- scores
 def _scorable(images: torch.Tensor, what: str) -> torch.Tensor:
-    """``images`` as (N, 1, 28, 28) floats, or a ValueError saying how to get there: the
-    scores of pixels on another scale are meaningless (raw uint8 pixels scored a distance
-    of ten million, [0, 1] floats 0% legible) and would not fail otherwise."""
+    """``images`` (a tensor or NumPy array) as (N, 1, 28, 28) floats, or a ValueError
+    saying how to get there: the scores of pixels on another scale are meaningless (raw
+    uint8 pixels scored a distance of ten million, [0, 1] floats 0% legible) and would
+    not fail otherwise."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)  # as `sample --out x.npy` writes: (N, 28, 28)
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{what} must be a torch.Tensor of images, got {type(images).__name__}; "
-                         "for a numpy array (e.g. from sample --out x.npy): torch.from_numpy(a)")
+        raise ValueError(f"{what} must be a torch.Tensor or NumPy array of images, got "
+                         f"{type(images).__name__}")
     if images.dim() < 2 or math.prod(images.shape[1:]) != 28 * 28:
         raise ValueError(f"{what} must be 28x28 images, (N, 1, 28, 28), (N, 28, 28) or "
                          f"(N, 784); got shape {tuple(images.shape)}")
@@ -304,8 +308,9 @@ def _class_scores(images: torch.Tensor, dataset: str) -> dict:
 
 def score_images(fake: torch.Tensor, dataset: str = "mnist") -> dict:
     """All the metrics for images (N, 1, 28, 28) in [-1, 1], as one dict. (N, 28, 28)
-    and (N, 784) will do too; integer pixels or values outside [-1, 1] are refused with
-    the conversion to use, and images with no pixel below 0 draw a warning."""
+    and (N, 784) will do too, and so will a NumPy array (``sample --out x.npy``); integer
+    pixels or values outside [-1, 1] are refused with the conversion to use, and images
+    with no pixel below 0 draw a warning."""
     fake = _scorable(fake, "generated images")
     return {"n": len(fake),
             "frechet_distance": _frechet_distance(fake, _real_reference(dataset), dataset),

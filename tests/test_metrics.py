@@ -57,6 +57,9 @@ def test_images_on_another_scale_are_refused_with_the_conversion(split):
     same = metrics.class_scores(real)
     assert metrics.class_scores(pixels.float() / 127.5 - 1) == same
     assert metrics.class_scores(real.view(300, 784)) == metrics.class_scores(real[:, 0]) == same
+    assert metrics.class_scores(real[:, 0].numpy()) == same  # as `sample --out x.npy` writes
+    with pytest.raises(ValueError, match="must be a torch.Tensor or NumPy array of images, got list"):
+        metrics.class_scores(real.tolist())
 
 
 def test_noise_is_illegible():
