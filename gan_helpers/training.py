@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -773,9 +774,17 @@ class GANTrainer:
         if not progress:
             return None
         from tqdm.auto import tqdm
+        from tqdm.notebook import tqdm as notebook_bar
 
         total = None if math.isinf(target) else int(target)
-        return tqdm(total=total, initial=self.step, unit="step", desc=f"{self.config.model} GAN")
+        options = {}
+        if (not issubclass(tqdm, notebook_bar) and not _is_terminal(sys.stderr)
+                and "TQDM_MININTERVAL" not in os.environ):
+            # Written to a file (`make train > train.log`), every redraw of the bar stays
+            # there: ten a second filled logs with thousands; one every 30 s tells as much.
+            options["mininterval"] = 30
+        return tqdm(total=total, initial=self.step, unit="step",
+                    desc=f"{self.config.model} GAN", **options)
 
     def _catch_sigint(self) -> Callable[[], None]:
         """Turn the first Ctrl-C into a clean stop after the current step (so the
@@ -947,6 +956,13 @@ class GANTrainer:
             folder / p.name if (folder / p.name).exists() else p for p in trainer.saved_grids
         ]
         return trainer
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _run_files(folder: Path) -> list[Path]:

@@ -202,6 +202,17 @@ def test_generate_refuses_a_count_it_cannot_draw(n, batch_size, named):
         generate(g, n, batch_size=batch_size)
     assert generate(g, 0).shape == (0, 1, 28, 28)  # none is a valid answer to "how many?"
 
+
+def test_progress_bar_written_to_a_file_is_not_redrawn_every_tenth_of_a_second(
+        mnist_small, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    # Captured stderr is no terminal, as with `make train > train.log`.
+    GANTrainer(small(), data=mnist_small).fit(steps=150)
+    bars = capsys.readouterr().err.replace("\r", "\n").split("\n")
+    drawn = [line for line in bars if line.startswith("fc GAN:")]
+    # The bar at its start and at its end: a run of a few seconds has no 30-s update.
+    assert len(drawn) == 2 and "150/150" in drawn[-1]
+
 def test_a_students_own_generator_without_latent_dim_takes_the_courses_noise():
     # A generator written in an exercise need not carry the course's latent_dim attribute.
     class Student(nn.Module):
