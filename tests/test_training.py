@@ -207,11 +207,11 @@ def test_progress_bar_written_to_a_file_is_not_redrawn_every_tenth_of_a_second(
         mnist_small, capsys, monkeypatch):
     monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
     # Captured stderr is no terminal, as with `make train > train.log`.
-    GANTrainer(small(), data=mnist_small).fit(steps=150)
+    GANTrainer(small(), data=mnist_small).fit(steps=60)
     bars = capsys.readouterr().err.replace("\r", "\n").split("\n")
     drawn = [line for line in bars if line.startswith("fc GAN:")]
     # The bar at its start and at its end: a run of a few seconds has no 30-s update.
-    assert len(drawn) == 2 and "150/150" in drawn[-1]
+    assert len(drawn) == 2 and "60/60" in drawn[-1]
 
 def test_a_students_own_generator_without_latent_dim_takes_the_courses_noise():
     # A generator written in an exercise need not carry the course's latent_dim attribute.
