@@ -442,6 +442,13 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         raise Mistake("bce has the wrong sign: log(o) is negative, so the loss is -mean(...).")
     if torch.isclose(got, expected * len(o), atol=1e-4):
         raise Mistake("bce sums over the batch; the seed's formula takes the mean (1/n).")
+    # Python's precedence: in -t * log(o) + ... the minus sign reaches the first term only.
+    first_negated = (-(t * torch.log(o)) + (1 - t) * torch.log(1 - o)).mean()
+    if any(torch.isclose(got, first_negated * k, atol=1e-4) for k in (1, len(o))):
+        raise Mistake(
+            "bce negates only its first term: in -t * log(o) + (1 - t) * log(1 - o) the "
+            "minus sign belongs to t * log(o) alone. Put both terms in brackets: "
+            "-(t * log(o) + (1 - t) * log(1 - o)).mean().")
     if not torch.isclose(got, expected, atol=1e-5):
         raise Mistake(
             f"bce gives {got.item():.4f} where BCE is {expected.item():.4f}: it is "

@@ -318,6 +318,15 @@ def test_bce_sum_and_sign():
     assert not passed and "wrong sign" in text
 
 
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_bce_with_the_minus_sign_on_one_term(reduce):
+    def first_term_negated(o, t):
+        return getattr(-t * torch.log(o) + (1 - t) * torch.log(1 - o), reduce)()
+
+    passed, text = run(checks.check_losses, first_term_negated, ref_g_loss, ref_d_loss)
+    assert not passed and "negates only its first term" in text, text
+
+
 @pytest.mark.parametrize("library_bce", [
     lambda o, t: nn.BCELoss()(o, t),
     lambda o, t: nn.functional.binary_cross_entropy(o, t),
