@@ -417,11 +417,12 @@ _D_NO_REAL = "D's loss leaves out the real batch, so D never learns what real di
 
 
 def _with_logits(name: str, loss: Callable, *args) -> tuple[torch.Tensor, str]:
-    """``loss(*args)`` as one number, or NaN and the words of the RuntimeError it raised
-    (for the advice), so that both lead to the same diagnosis."""
+    """``loss(*args)`` as one number, or NaN and the words of the error it raised (for
+    the advice), so that both lead to the same diagnosis: nn.BCELoss refuses logits with
+    a RuntimeError, ``gan_helpers.losses`` with a ValueError."""
     try:
         return _one_loss(name, loss(*args)), ""
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         return torch.tensor(float("nan")), f" (with BCEWithLogitsLoss it raised: {err})"
 
 

@@ -83,6 +83,20 @@ def test_loss_switch():
         adversarial_loss("mse")
 
 
+def test_logits_given_to_bce_name_the_other_loss():
+    bce, logits = adversarial_loss("bce"), torch.tensor([[2.5], [-1.0]])
+    probabilities = torch.sigmoid(logits)
+    with pytest.raises(ValueError, match=r"d_on_fake holds numbers from -1 to 2\.5.*BCEWithLogitsLoss"):
+        generator_loss(bce, logits)
+    with pytest.raises(ValueError, match=r"d_on_real holds numbers .*adversarial_loss\('bce-logits'\)"):
+        discriminator_loss(bce, logits, probabilities)
+    with pytest.raises(ValueError, match="d_on_fake holds"):
+        discriminator_loss(bce, probabilities, logits)
+    # NaN probabilities are a diverged run, not logits: PyTorch's error stays, for the trainer.
+    with pytest.raises(RuntimeError, match="between 0 and 1"):
+        generator_loss(bce, torch.tensor([[float("nan")]]))
+
+
 class LinearD(nn.Module):
     """logit(x) = w . x + b: its R1 penalty is |w|^2 for every image."""
 
