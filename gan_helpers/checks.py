@@ -414,6 +414,8 @@ _D_SWAPPED = ("D's labels are the wrong way round: real images must be scored ag
               "(1) and G's fakes against fake (0)" + _D_LOSS)
 _D_NO_FAKE = "D's loss leaves out the fake batch, so D never learns what G's images look like" + _D_LOSS
 _D_NO_REAL = "D's loss leaves out the real batch, so D never learns what real digits look like" + _D_LOSS
+_D_HALF_HALVED = ("only one half of D's loss is divided by 2: in real_loss + fake_loss / 2 the "
+                  "division binds before the addition. Bracket the sum: (real_loss + fake_loss) / 2.")
 
 
 def _with_logits(name: str, loss: Callable, *args) -> tuple[torch.Tensor, str]:
@@ -478,6 +480,9 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
     d = _one_loss("discriminator_loss", discriminator_loss(criterion, d_real, d_fake))
     if torch.isclose(d, real_part + fake_part, atol=1e-5):
         raise Mistake("the discriminator loss is real + fake; the seed averages them: (real_loss + fake_loss) / 2.")
+    for halved, kept in ((fake_part, real_part), (real_part, fake_part)):
+        if torch.isclose(d, kept + halved / 2, atol=1e-5):
+            raise Mistake(_D_HALF_HALVED)
     if torch.isclose(d, (criterion(d_real, torch.zeros_like(d_real)) + criterion(d_fake, torch.ones_like(d_fake))) / 2, atol=1e-5):
         raise Mistake(_D_SWAPPED)
     for half, advice in ((real_part, _D_NO_FAKE), (fake_part, _D_NO_REAL)):
@@ -576,7 +581,8 @@ def _reference_grads(g: nn.Module, d: nn.Module, criterion, real, z, g_labels=1.
 
 def _wrong_d_losses(g: nn.Module, d: nn.Module, criterion, real, z) -> list[tuple[str, list]]:
     """(advice, D's gradient at the start state) for the common wrong D losses: labels
-    the wrong way round, the fake or the real half left out (with or without the / 2)."""
+    the wrong way round, the fake or the real half left out (with or without the / 2),
+    only one half divided by 2."""
     g, d = copy.deepcopy(g), copy.deepcopy(d)
     with torch.no_grad():
         fake = g(z)
@@ -592,6 +598,8 @@ def _wrong_d_losses(g: nn.Module, d: nn.Module, criterion, real, z) -> list[tupl
         (_D_SWAPPED, grads((bce(d(real), 0.0) + bce(d(fake), 1.0)) / 2)),
         (_D_NO_FAKE, grads(real_only)), (_D_NO_FAKE, grads(real_only / 2)),
         (_D_NO_REAL, grads(fake_only)), (_D_NO_REAL, grads(fake_only / 2)),
+        (_D_HALF_HALVED, grads(real_only + fake_only / 2)),
+        (_D_HALF_HALVED, grads(real_only / 2 + fake_only)),
     ]
 
 

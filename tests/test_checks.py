@@ -262,7 +262,11 @@ def test_discriminator_loss_not_averaged():
     (lambda c, r, f: c(r, torch.ones_like(r)), "leaves out the fake batch"),
     (lambda c, r, f: c(r, torch.ones_like(r)) / 2, "leaves out the fake batch"),
     (lambda c, r, f: c(f, torch.zeros_like(f)), "leaves out the real batch"),
-], ids=["swapped", "real-only", "real-only-halved", "fake-only"])
+    (lambda c, r, f: c(r, torch.ones_like(r)) + c(f, torch.zeros_like(f)) / 2,
+     "only one half of D's loss is divided by 2"),
+    (lambda c, r, f: c(r, torch.ones_like(r)) / 2 + c(f, torch.zeros_like(f)),
+     "only one half of D's loss is divided by 2"),
+], ids=["swapped", "real-only", "real-only-halved", "fake-only", "fake-halved", "real-halved"])
 def test_discriminator_loss_labels_and_halves(d_loss, message):
     passed, text = run(checks.check_losses, bce, ref_g_loss, d_loss)
     assert not passed and message in text, text
@@ -356,7 +360,8 @@ def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=Tru
               retain_graph=False, minimax=False, swap_d_labels=False, d_halves="both"):
     """The seed's step, with one planted mistake at most; ``zero_late`` "g" or "d" calls
     that network's zero_grad between its backward and its step; ``d_halves`` "real" or
-    "fake" (with "/2" for the average kept) leaves the other half out of D's loss."""
+    "fake" (with "/2" for the average kept) leaves the other half out of D's loss;
+    "real+fake/2" or "real/2+fake" divides one half alone."""
     if zero_g and zero_late != "g":
         opt_g.zero_grad()
     with torch.no_grad() if fake_without_graph else contextlib.nullcontext():
@@ -379,7 +384,11 @@ def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=Tru
     real_loss = criterion(d_real, real_target)
     fake_loss = criterion(d_fake, fake_target)
     d_loss = (real_loss + fake_loss) / 2 if average else real_loss + fake_loss
-    if d_halves != "both":
+    if d_halves == "real+fake/2":
+        d_loss = real_loss + fake_loss / 2
+    elif d_halves == "real/2+fake":
+        d_loss = real_loss / 2 + fake_loss
+    elif d_halves != "both":
         d_loss = real_loss if d_halves.startswith("real") else fake_loss
         d_loss = d_loss / 2 if d_halves.endswith("/2") else d_loss
     d_loss.backward()
@@ -467,6 +476,8 @@ def test_correct_train_steps_pass(step):
         ({"d_halves": "real/2"}, "D's loss leaves out the fake batch"),
         ({"d_halves": "fake"}, "D's loss leaves out the real batch"),
         ({"d_halves": "fake/2"}, "D's loss leaves out the real batch"),
+        ({"d_halves": "real+fake/2"}, "only one half of D's loss is divided by 2"),
+        ({"d_halves": "real/2+fake"}, "only one half of D's loss is divided by 2"),
     ],
 )
 def test_train_step_mistakes(kwargs, message):
