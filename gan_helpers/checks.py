@@ -641,6 +641,8 @@ def _check_train_step(student: Callable) -> list[str]:
     log: list = []
     opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
     opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
+    g_runs: list = []
+    g.register_forward_hook(lambda module, inputs, output: g_runs.append(1))
     try:
         with _logging_backward(log):
             student(g, d, opt_g, opt_d, criterion, real, z)
@@ -728,6 +730,13 @@ def _check_train_step(student: Callable) -> list[str]:
             "the fake batch is not detached in D's step: D's loss sent gradients into G. "
             "Use discriminator(fake.detach()) so D's backward pass stops at the images."
         )
+    if len(g_runs) > 1:
+        # The check's optimizers have lr 0, so the gradients above cannot tell: in training
+        # G's second run comes after opt_g.step() and draws other images.
+        raise Mistake(
+            f"G runs {len(g_runs)} times in one step. The seed makes the fake batch once, "
+            "scores it for G's step, and gives D the same images: discriminator(fake.detach()). "
+            "A second generator(z) after opt_g.step() draws other images, from the updated G.")
     _check_step_uses_its_criterion(student, real, z)
     return ["G step then D step, each with its own zero_grad, detach and backward"]
 

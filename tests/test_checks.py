@@ -357,11 +357,13 @@ def test_each_loss_must_use_the_criterion_it_is_given(own_criterion):
 # --------------------------------------------------------------- train step
 def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
               g_label=1.0, average=True, zero_late="", fake_without_graph=False,
-              retain_graph=False, minimax=False, swap_d_labels=False, d_halves="both"):
+              retain_graph=False, minimax=False, swap_d_labels=False, d_halves="both",
+              regenerate=False):
     """The seed's step, with one planted mistake at most; ``zero_late`` "g" or "d" calls
     that network's zero_grad between its backward and its step; ``d_halves`` "real" or
     "fake" (with "/2" for the average kept) leaves the other half out of D's loss;
-    "real+fake/2" or "real/2+fake" divides one half alone."""
+    "real+fake/2" or "real/2+fake" divides one half alone; ``regenerate`` gives D a new
+    G(z) after G's step instead of the batch G was scored on."""
     if zero_g and zero_late != "g":
         opt_g.zero_grad()
     with torch.no_grad() if fake_without_graph else contextlib.nullcontext():
@@ -377,6 +379,8 @@ def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=Tru
     opt_g.step()
     if zero_d and zero_late != "d":
         opt_d.zero_grad()
+    if regenerate:
+        fake = G(z)
     d_real, d_fake = D(real), D(fake.detach() if detach else fake)
     real_target, fake_target = torch.ones_like(d_real), torch.zeros_like(d_fake)
     if swap_d_labels:
@@ -478,6 +482,7 @@ def test_correct_train_steps_pass(step):
         ({"d_halves": "fake/2"}, "D's loss leaves out the real batch"),
         ({"d_halves": "real+fake/2"}, "only one half of D's loss is divided by 2"),
         ({"d_halves": "real/2+fake"}, "only one half of D's loss is divided by 2"),
+        ({"regenerate": True}, "G runs 2 times in one step"),
     ],
 )
 def test_train_step_mistakes(kwargs, message):
