@@ -421,7 +421,7 @@ _D_HALF_HALVED = ("only one half of D's loss is divided by 2: in real_loss + fak
 def _with_logits(name: str, loss: Callable, *args) -> tuple[torch.Tensor, str]:
     """``loss(*args)`` as one number, or NaN and the words of the error it raised (for
     the advice), so that both lead to the same diagnosis: nn.BCELoss refuses logits with
-    a RuntimeError, ``gan_helpers.losses`` with a ValueError."""
+    a RuntimeError, the course's ``adversarial_loss("bce")`` with a ValueError."""
     try:
         return _one_loss(name, loss(*args)), ""
     except (RuntimeError, ValueError) as err:

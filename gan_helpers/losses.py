@@ -33,10 +33,31 @@ from torch import nn
 LOSS_NAMES = ("bce", "bce-logits")
 
 
+class BCELoss(nn.BCELoss):
+    """``nn.BCELoss`` (same numbers, same gradients) whose refusal of predictions outside
+    [0, 1] says what they probably are, logits, and which loss takes them."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        try:
+            return super().forward(prediction, target)
+        except RuntimeError as err:
+            # Checked only once BCELoss has refused, so a training step pays nothing.
+            if "between 0 and 1" not in str(err) or torch.isnan(prediction).any():
+                raise  # NaN probabilities: training diverged (GANTrainer reports it)
+            low, high = prediction.min().item(), prediction.max().item()
+            raise ValueError(
+                f"BCELoss got D's outputs from {low:.3g} to {high:.3g}, but it takes "
+                "probabilities in [0, 1]. A D without a final sigmoid outputs logits: score "
+                "them with BCEWithLogitsLoss (adversarial_loss('bce-logits')), or end D in a "
+                "sigmoid (the course's discriminators: logits=False)."
+            ) from err
+
+
 def adversarial_loss(loss: str = "bce") -> nn.Module:
-    """The criterion for ``loss``: ``nn.BCELoss()`` or ``nn.BCEWithLogitsLoss()``."""
+    """The criterion for ``loss``: ``BCELoss()`` (``nn.BCELoss`` with an error that names
+    the fix when given logits) or ``nn.BCEWithLogitsLoss()``."""
     if loss == "bce":
-        return nn.BCELoss()
+        return BCELoss()
     if loss == "bce-logits":
         return nn.BCEWithLogitsLoss()
     raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSS_NAMES)}")
@@ -54,7 +75,7 @@ def generator_loss(criterion: nn.Module, d_on_fake: torch.Tensor) -> torch.Tenso
     G wants D to call its images real, so it is scored against 1 (the non-saturating
     loss of Goodfellow et al.). Returns a scalar >= 0; log 2 ~ 0.693 when D(G(z)) = 0.5.
     """
-    return _score(criterion, d_on_fake, torch.ones_like(d_on_fake), "d_on_fake")
+    return criterion(d_on_fake, torch.ones_like(d_on_fake))
 
 
 def discriminator_loss(
@@ -73,28 +94,9 @@ def discriminator_loss(
             f"real_label must be in (0.5, 1], got {real_label}: 1 is the seed's valid label, "
             "0.9 the usual one-sided smoothing"
         )
-    real_loss = _score(criterion, d_on_real, torch.full_like(d_on_real, real_label), "d_on_real")
-    fake_loss = _score(criterion, d_on_fake, torch.zeros_like(d_on_fake), "d_on_fake")
+    real_loss = criterion(d_on_real, torch.full_like(d_on_real, real_label))
+    fake_loss = criterion(d_on_fake, torch.zeros_like(d_on_fake))
     return (real_loss + fake_loss) / 2
-
-
-def _score(criterion: nn.Module, prediction: torch.Tensor, target: torch.Tensor,
-           name: str) -> torch.Tensor:
-    """``criterion(prediction, target)``, with BCELoss's refusal of numbers outside
-    [0, 1] explained: those are logits, which need the other loss. Checked only once
-    BCELoss has refused, so the training step pays nothing for it."""
-    try:
-        return criterion(prediction, target)
-    except RuntimeError as err:
-        if "between 0 and 1" not in str(err) or torch.isnan(prediction).any():
-            raise  # NaN probabilities: training diverged (GANTrainer reports it)
-        low, high = prediction.min().item(), prediction.max().item()
-        raise ValueError(
-            f"{name} holds numbers from {low:.3g} to {high:.3g}, but nn.BCELoss takes D's "
-            "outputs as probabilities in [0, 1]. A D without a final sigmoid outputs logits: "
-            "score them with nn.BCEWithLogitsLoss (adversarial_loss('bce-logits')), or end "
-            "D in a sigmoid (the course's discriminators: logits=False)."
-        ) from err
 
 
 def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
