@@ -271,6 +271,7 @@ def init_dcgan_weights(module: nn.Module) -> None:
 
 
 MODEL_NAMES = ("fc", "dcgan")
+MODEL_TITLES = {"fc": "FC GAN", "dcgan": "DCGAN"}  # as progress bars and reprs name them
 
 
 def build_models(

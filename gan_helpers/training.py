@@ -31,7 +31,7 @@ from torch import nn
 from .augment import translate
 from .data import ImageSet, SeedLoaderBatches, ShuffledBatches, load_images
 from .losses import adversarial_loss, discriminator_loss, generator_loss, r1_penalty, uses_logits
-from .models import LATENT_DIM, build_models, noise_size
+from .models import LATENT_DIM, MODEL_TITLES, build_models, noise_size
 
 RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
@@ -570,7 +570,7 @@ class GANTrainer:
     def __repr__(self) -> str:
         # fit() returns the trainer, so this is what a cell ending in fit(...) shows.
         c = self.config
-        return (f"GANTrainer({c.model} GAN, {c.recipe} recipe, {c.dataset}, step {self.step}, "
+        return (f"GANTrainer({MODEL_TITLES[c.model]}, {c.recipe} recipe, {c.dataset}, step {self.step}, "
                 f"out_dir={str(self.out_dir) if self.out_dir is not None else None!r})")
 
     @property
@@ -784,7 +784,7 @@ class GANTrainer:
             # there: ten a second filled logs with thousands; one every 30 s tells as much.
             options["mininterval"] = 30
         return tqdm(total=total, initial=self.step, unit="step",
-                    desc=f"{self.config.model} GAN", **options)
+                    desc=MODEL_TITLES[self.config.model], **options)
 
     def _catch_sigint(self) -> Callable[[], None]:
         """Turn the first Ctrl-C into a clean stop after the current step (so the

@@ -209,7 +209,7 @@ def test_progress_bar_written_to_a_file_is_not_redrawn_every_tenth_of_a_second(
     # Captured stderr is no terminal, as with `make train > train.log`.
     GANTrainer(small(), data=mnist_small).fit(steps=60)
     bars = capsys.readouterr().err.replace("\r", "\n").split("\n")
-    drawn = [line for line in bars if line.startswith("fc GAN:")]
+    drawn = [line for line in bars if line.startswith("FC GAN:")]
     # The bar at its start and at its end: a run of a few seconds has no 30-s update.
     assert len(drawn) == 2 and "60/60" in drawn[-1]
 
@@ -468,7 +468,10 @@ def test_stopping_rules(mnist_small):
     with pytest.raises(ValueError, match="stopping rule"):
         t.fit()
     # what a notebook cell ending in t.fit(...) shows
-    assert repr(t) == f"GANTrainer(fc GAN, course recipe, mnist, step {t.step}, out_dir=None)"
+    assert repr(t) == f"GANTrainer(FC GAN, course recipe, mnist, step {t.step}, out_dir=None)"
+    dcgan = GANTrainer(TrainConfig.for_recipe("course", model="dcgan"), data=mnist_small,
+                       log=lambda _: None)
+    assert repr(dcgan).startswith("GANTrainer(DCGAN, course recipe, mnist, step 0,")
 
 
 def test_sigint_stops_cleanly_and_saves(tmp_path, mnist_small, capsys):
