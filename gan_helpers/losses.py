@@ -3,7 +3,8 @@
 BCE for one prediction o in (0, 1) and label t in {0, 1} is
 ``-(t * log(o) + (1 - t) * log(1 - o))``, averaged over the batch. Two forms:
 
-- ``"bce"``: D ends in a sigmoid and outputs probabilities; ``nn.BCELoss``.
+- ``"bce"``: D ends in a sigmoid and outputs probabilities; ``nn.BCELoss`` (as
+  ``BCELoss`` below, which also says what to do when it is handed logits).
 - ``"bce-logits"``: D outputs raw logits; ``nn.BCEWithLogitsLoss`` applies the sigmoid
   inside, in a numerically stable way (log-sum-exp), so saturated logits still give
   finite losses and useful gradients.
