@@ -641,8 +641,7 @@ def _check_train_step(student: Callable) -> list[str]:
     log: list = []
     opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
     opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
-    g_runs: list = []
-    g.register_forward_hook(lambda module, inputs, output: g_runs.append(1))
+    g.register_forward_hook(lambda module, inputs, output: log.append(("generator", None)))
     try:
         with _logging_backward(log):
             student(g, d, opt_g, opt_d, criterion, real, z)
@@ -730,13 +729,14 @@ def _check_train_step(student: Callable) -> list[str]:
             "the fake batch is not detached in D's step: D's loss sent gradients into G. "
             "Use discriminator(fake.detach()) so D's backward pass stops at the images."
         )
-    if len(g_runs) > 1:
-        # The check's optimizers have lr 0, so the gradients above cannot tell: in training
-        # G's second run comes after opt_g.step() and draws other images.
+    calls = [name for name, _ in log]
+    if "generator" in calls[calls.index("opt_g.step"):]:
+        # The check's optimizers have lr 0, so the gradients above cannot tell; in training
+        # G has changed by then and draws other images.
         raise Mistake(
-            f"G runs {len(g_runs)} times in one step. The seed makes the fake batch once, "
-            "scores it for G's step, and gives D the same images: discriminator(fake.detach()). "
-            "A second generator(z) after opt_g.step() draws other images, from the updated G.")
+            "G runs again after opt_g.step(), so D's step scores a new fake batch from the "
+            "updated G. The seed makes the fake batch once, scores it for G's step, and gives "
+            "D the same images: discriminator(fake.detach()).")
     _check_step_uses_its_criterion(student, real, z)
     return ["G step then D step, each with its own zero_grad, detach and backward"]
 

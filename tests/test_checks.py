@@ -482,7 +482,7 @@ def test_correct_train_steps_pass(step):
         ({"d_halves": "fake/2"}, "D's loss leaves out the real batch"),
         ({"d_halves": "real+fake/2"}, "only one half of D's loss is divided by 2"),
         ({"d_halves": "real/2+fake"}, "only one half of D's loss is divided by 2"),
-        ({"regenerate": True}, "G runs 2 times in one step"),
+        ({"regenerate": True}, "G runs again after opt_g.step()"),
     ],
 )
 def test_train_step_mistakes(kwargs, message):
