@@ -146,6 +146,20 @@ def default_data_root() -> Path:
     return Path.home() / ".cache" / "gan-course"
 
 
+def _shown_path(path: str | os.PathLike) -> str:
+    """``path`` as a user would type it from the working directory: relative where it
+    lies under the working directory or its parent (``data/MNIST/raw`` from the project,
+    ``../data/MNIST/raw`` from ``notebooks/``), absolute elsewhere. The lines that say
+    which data a run trains on use it, so a notebook's saved output names no one's home
+    folder."""
+    absolute = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(absolute)
+    except ValueError:  # another drive on Windows
+        return absolute
+    return absolute if Path(relative).parts[:2] == (os.pardir, os.pardir) else relative
+
+
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -288,7 +302,7 @@ def load_images(
     fix = f"Delete it and run `{DOWNLOAD_HINT.format(dataset=dataset)}`."
     if _has_pair(raw, "train"):
         images, labels = _read_pair(raw, "train", fix, official_md5(dataset))
-        return ImageSet(images, labels, f"{dataset}: {len(images)} training images from {raw}")
+        return ImageSet(images, labels, f"{dataset}: {len(images)} training images from {_shown_path(raw)}")
     if dataset == "fashion-mnist":
         if _has_pair(DEBIAN_FASHION_DIR, "train"):
             fix = "Reinstall it: apt-get install --reinstall dataset-fashion-mnist"
@@ -300,14 +314,14 @@ def load_images(
                 f"fashion-mnist: {len(images)} training images from {DEBIAN_FASHION_DIR}",
             )
         raise DataFileError(
-            f"Fashion-MNIST not found in {raw} nor {DEBIAN_FASHION_DIR}. Get it with "
+            f"Fashion-MNIST not found in {_shown_path(raw)} nor {DEBIAN_FASHION_DIR}. Get it with "
             f"`{DOWNLOAD_HINT.format(dataset=dataset)}` or, on Debian, "
             "`apt-get install dataset-fashion-mnist`."
         )
     images, labels = load_shipped_test_split()
     return ImageSet(
         images, labels,
-        f"Full MNIST not found in {raw}: training on the {len(images)} digits of the "
+        f"Full MNIST not found in {_shown_path(raw)}: training on the {len(images)} digits of the "
         f"MNIST test split shipped with gan_helpers. For all 60,000: "
         f"{DOWNLOAD_HINT.format(dataset='mnist')}",
         full=False,

@@ -183,3 +183,21 @@ def test_failed_download_says_why_and_what_to_do(monkeypatch, tmp_path, dataset,
     assert "train-images-idx3-ubyte.gz: <urlopen error [Errno -2] Name or service not known>" in message
     assert f"copy the four IDX files into {tmp_path / 'Offline' / 'raw'}" in message
     assert meanwhile in message
+
+
+def test_data_line_names_the_folder_as_typed_from_here(tmp_path, monkeypatch):
+    # From a notebook (working directory notebooks/ under the project) the line names
+    # ../data/..., not the absolute path of whoever ran it last; far away, it is absolute.
+    project = tmp_path / "course"
+    (project / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(project / "notebooks")
+    s = load_images("mnist", root=project / "data")
+    assert "Full MNIST not found in ../data/MNIST/raw:" in s.source
+    assert str(tmp_path) not in s.source
+    monkeypatch.chdir(project)
+    assert "not found in data/MNIST/raw:" in load_images("mnist", root=project / "data").source
+    elsewhere = tmp_path / "a" / "b" / "c"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    s = load_images("mnist", root=project / "data")
+    assert f"not found in {project / 'data' / 'MNIST' / 'raw'}:" in s.source
