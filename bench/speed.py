@@ -15,6 +15,11 @@ Measures images per second through a full G and D step:
 - the course loop under ``torch.autocast("cpu", dtype=torch.bfloat16)``: matrix
   products in bfloat16, which this CPU may run faster (AVX512-BF16, AMX). The course
   does not train this way (it changes the numerics); the rows show what it would buy.
+- the course loop with one pass of D over real and fake images serving both steps
+  (``shared_forward_step``): D's weights do not change in G's step, so the scores of
+  the fakes that D's step needs are the ones G's step computed. Same maths, one forward
+  pass of D over the fakes fewer; the course does not train this way (its step is the
+  seed's, which the notebooks teach); the row shows what it would buy.
 - with ``--compile``, the course loop with G and D wrapped in ``torch.compile``
   (TorchInductor, which needs a C++ compiler), at batch 64 and 256: whether fusing the
   small element-wise operations between the matrix products pays on this CPU. The
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -44,8 +50,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gan_helpers.data import ImageSet, load_images, seed_dataloader
 from gan_helpers.losses import adversarial_loss
+from gan_helpers import training
+from gan_helpers.losses import discriminator_loss, generator_loss
 from gan_helpers.models import build_models
-from gan_helpers.training import GANTrainer, TrainConfig
+from gan_helpers.training import GANTrainer, StepStats, TrainConfig
 
 
 class SeedLoop:
@@ -98,6 +106,35 @@ class SeedLoop:
         return done / (time.perf_counter() - start)
 
 
+def shared_forward_step(generator, discriminator, opt_g, opt_d, criterion, real, z,
+                        augment=None, real_label: float = 1.0) -> StepStats:
+    """``training.train_step``'s updates from one forward pass of D: the seed's G step
+    and D step, for a BatchNorm-free D without augmentation (the bench's FC loop).
+
+    D scores real and fake images once. G's gradient flows back through D's inputs only
+    (``autograd.grad`` on the fakes, then into G), D's gradient into its weights only;
+    the fake batch D learns from is the one G was scored on, as with ``detach()``.
+    real: (B, 1, 28, 28) in [-1, 1]; z: (B, latent_dim). Returns the step's StepStats.
+    """
+    if augment is not None:
+        raise ValueError("shared_forward_step times the step without augmentation")
+    opt_g.zero_grad(set_to_none=True)
+    opt_d.zero_grad(set_to_none=True)
+    fake = generator(z)
+    scored = fake.detach().requires_grad_()
+    d_on_real, d_on_fake = discriminator(torch.cat([real, scored])).split(
+        [real.shape[0], scored.shape[0]])
+    g_loss = generator_loss(criterion, d_on_fake)
+    (towards_valid,) = torch.autograd.grad(g_loss, scored, retain_graph=True)
+    fake.backward(towards_valid)
+    opt_g.step()
+    d_loss = discriminator_loss(criterion, d_on_real, d_on_fake, real_label)
+    d_loss.backward(inputs=list(discriminator.parameters()))
+    opt_d.step()
+    return StepStats(g_loss.detach(), d_loss.detach(), d_on_real.detach().mean(),
+                     d_on_fake.detach().mean())
+
+
 class CourseLoop:
     """GANTrainer's course recipe on the seed's FC networks (no BatchNorm in G, so both
     loops train the same models), run in slices of wall time. ``augment`` 0 (the
@@ -106,11 +143,12 @@ class CourseLoop:
     DCGAN recipe instead, in the channels-last memory format the trainer uses on the
     CPU or, with ``channels_last=False``, in PyTorch's default layout. ``bf16`` runs the
     steps under bfloat16 autocast (speed only; the course trains in float32);
-    ``compiled`` wraps G and D in ``torch.compile`` (same maths)."""
+    ``compiled`` wraps G and D in ``torch.compile`` (same maths); ``shared_forward``
+    trains with ``shared_forward_step`` in place of the course's step."""
 
     def __init__(self, images: ImageSet, batch_size: int, augment: int = 0,
                  model: str = "fc", channels_last: bool = True, bf16: bool = False,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False, shared_forward: bool = False) -> None:
         if model == "fc":
             config = TrainConfig.for_recipe(
                 "course", batch_size=batch_size, g_batchnorm=False, augment=augment
@@ -127,11 +165,13 @@ class CourseLoop:
             self.trainer.discriminator = torch.compile(self.trainer.discriminator)
         self.batch_size = batch_size
         self.bf16 = bf16
+        self.step_fn = shared_forward_step if shared_forward else training.train_step
 
     def run(self, seconds: float) -> float:
         first = self.trainer.step
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16), \
+                mock.patch.object(training, "train_step", self.step_fn):
             self.trainer.fit(seconds=seconds, progress=False)
         return (self.trainer.step - first) * self.batch_size / (time.perf_counter() - start)
 
@@ -191,7 +231,8 @@ def main() -> None:
              "DCGAN 64": CourseLoop(images, 64, model="dcgan"),
              "DCGAN 64 NCHW": CourseLoop(images, 64, model="dcgan", channels_last=False),
              "course 64 bf16": CourseLoop(images, 64, bf16=True),
-             "course 256 bf16": CourseLoop(images, 256, bf16=True)}
+             "course 256 bf16": CourseLoop(images, 256, bf16=True),
+             "course 64 shared D pass": CourseLoop(images, 64, shared_forward=True)}
     if args.compile:
         loops["course 64 compiled"] = CourseLoop(images, 64, compiled=True)
         loops["course 256 compiled"] = CourseLoop(images, 256, compiled=True)
@@ -238,6 +279,13 @@ def main() -> None:
           f"batch 64 {median['course 64 bf16']:.0f} images/s, {statistics.median(bf16_ratio):.2f}x "
           f"the seed loop; batch 256 {median['course 256 bf16']:.0f} images/s, "
           f"{statistics.median(bf16_share):.0%} of the fp32 matmul limit (medians over rounds)")
+    shared_ratio = [a / b for a, b in zip(rates["course 64 shared D pass"], rates["seed 64"])]
+    shared_gain = [a / b for a, b in zip(rates["course 64 shared D pass"], rates["course 64"])]
+    print(f"course loop with one pass of D serving both steps (not how the course trains): "
+          f"batch 64 {median['course 64 shared D pass']:.0f} images/s, "
+          f"{statistics.median(shared_ratio):.2f}x the seed loop; shared / course step within "
+          f"a round: median {statistics.median(shared_gain):.2f}, "
+          f"range {min(shared_gain):.2f}-{max(shared_gain):.2f}")
     if args.compile:
         compiled_ratio = [a / b for a, b in zip(rates["course 64 compiled"], rates["course 64"])]
         print(f"course loop under torch.compile: batch 64 {median['course 64 compiled']:.0f} "

@@ -8,16 +8,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 
 
-@pytest.fixture(scope="module")
-def quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return _bench_module("quality")
 
 
 def test_quality_bench_scores_each_sampler_at_each_budget(quality, mnist_small, tmp_path):
@@ -84,6 +89,41 @@ def test_speed_bench_prints_its_ratio_last():
     assert re.fullmatch(r"ratio: \d+\.\d\d", lines[-1])
     assert any(re.match(r"fp32 matmul limit: \d+ GFLOP/s; course batch 256 reaches \d+% of it", l)
                for l in lines)
+
+
+def test_speed_bench_shared_d_pass_trains_as_the_course_step():
+    """The bench's one-pass-of-D step is the same maths as the course's step: from the
+    same start, three steps leave both networks with the same weights and report the
+    same losses (to float rounding: the matrix products are split differently)."""
+    import copy
+
+    from gan_helpers.losses import adversarial_loss
+    from gan_helpers.models import build_models
+    from gan_helpers.training import train_step
+
+    speed = _bench_module("speed")
+    torch.manual_seed(0)
+    nets = build_models("fc")
+    runs = []
+    for step in (train_step, speed.shared_forward_step):
+        g, d = copy.deepcopy(nets)
+        opt_g = torch.optim.Adam(g.parameters(), lr=0.001, betas=(0.0, 0.999))
+        opt_d = torch.optim.Adam(d.parameters(), lr=0.0005, betas=(0.0, 0.999))
+        data = torch.Generator().manual_seed(1)
+        stats = [step(g, d, opt_g, opt_d, adversarial_loss("bce"),
+                      torch.rand(16, 1, 28, 28, generator=data) * 2 - 1,
+                      torch.randn(16, 100, generator=data))
+                 for _ in range(3)]
+        runs.append((g, d, stats))
+    (g1, d1, s1), (g2, d2, s2) = runs
+    for a, b in zip([*g1.parameters(), *d1.parameters()], [*g2.parameters(), *d2.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # the weights moved: the step trained both networks
+    assert not torch.equal(next(g1.parameters()), next(nets[0].parameters()))
+    assert not torch.equal(next(d1.parameters()), next(nets[1].parameters()))
+    for x, y in zip(s1, s2):
+        torch.testing.assert_close(torch.stack([x.g_loss, x.d_loss, x.d_real, x.d_fake]),
+                                   torch.stack([y.g_loss, y.d_loss, y.d_real, y.d_fake]))
 
 
 @pytest.mark.parametrize("args", [["--seconds", "0"], ["--rounds", "0"], ["--threads", "0"]])
