@@ -48,10 +48,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gan_helpers.data import ImageSet, load_images, seed_dataloader
-from gan_helpers.losses import adversarial_loss
 from gan_helpers import training
-from gan_helpers.losses import discriminator_loss, generator_loss
+from gan_helpers.data import ImageSet, load_images, seed_dataloader
+from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss
 from gan_helpers.models import build_models
 from gan_helpers.training import GANTrainer, StepStats, TrainConfig
 
