@@ -627,6 +627,41 @@ def _check_step_has_gradients(log: list, net: str) -> None:
                   "from D's outputs and call its backward() before opt_d.step().")
 
 
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.numel() == b.numel() and torch.equal(a.reshape(b.shape), b)
+
+
+def _check_generator_noise(g_calls: list[tuple[torch.Tensor, torch.Tensor]], z: torch.Tensor) -> None:
+    """G must run on the ``z`` the step is given: the seed's loop draws one noise vector
+    per real image before the step, so noise made inside the step is a second draw (and,
+    with a fixed batch size, the wrong number of vectors for a short last batch)."""
+    if not g_calls:
+        raise Mistake("the step never runs the generator: make the fake batch in the step, "
+                      "fake = generator(z), from the z it is given.")
+    if not any(_same_values(given, z) for given, _ in g_calls):
+        shapes = ", ".join(sorted({str(tuple(given.shape)) for given, _ in g_calls}))
+        raise Mistake(
+            f"the generator ran on noise of its own (shape {shapes}), not on the z given to "
+            f"train_step (shape {tuple(z.shape)}, one vector per real image): use fake = "
+            f"generator(z). The training loop draws z for each batch, as the seed's loop does "
+            f"before its step.")
+
+
+def _check_g_step_scores_fakes(log: list, d_inputs: list[tuple[int, torch.Tensor]],
+                               g_calls: list[tuple[torch.Tensor, torch.Tensor]],
+                               real: torch.Tensor) -> None:
+    """Before opt_g.step(), D must have scored G's output; scoring only the real batch
+    leaves G's loss without a path into G."""
+    g_step_at = [name for name, _ in log].index("opt_g.step")
+    scored = [x for at, x in d_inputs if at < g_step_at]
+    fakes = [made for _, made in g_calls]
+    if scored and not any(_same_values(x, made) for x in scored for made in fakes) \
+            and any(_same_values(x, real) for x in scored):
+        raise Mistake(
+            "G's step scores the real batch: G's loss must come from D's verdict on G's own "
+            "images, generator_loss(criterion, discriminator(fake)), or no gradient reaches G.")
+
+
 def _check_train_step(student: Callable) -> list[str]:
     g, d = reference_models.build_models("fc")
     real = torch.rand(16, 1, 28, 28) * 2 - 1
@@ -641,7 +676,19 @@ def _check_train_step(student: Callable) -> list[str]:
     log: list = []
     opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
     opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
-    g.register_forward_hook(lambda module, inputs, output: log.append(("generator", None)))
+    # What each network was given (and G made), with its place in the log: the
+    # gradients alone cannot say that G ran on noise of its own or that G's step scored
+    # the real batch.
+    g_calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    d_inputs: list[tuple[int, torch.Tensor]] = []
+
+    def generator_ran(module, inputs, output) -> None:
+        log.append(("generator", None))
+        g_calls.append((inputs[0].detach().clone(), output.detach().clone()))
+
+    g.register_forward_hook(generator_ran)
+    d.register_forward_hook(
+        lambda module, inputs, output: d_inputs.append((len(log), inputs[0].detach().clone())))
     try:
         with _logging_backward(log):
             student(g, d, opt_g, opt_d, criterion, real, z)
@@ -680,6 +727,8 @@ def _check_train_step(student: Callable) -> list[str]:
                 "loss, so it moves D along G's gradient, and D's loss then steps G. G's step "
                 "ends with opt_g.step(), D's with opt_d.step().")
         raise Mistake("D is updated before G: the seed trains G first, then D, in every step.")
+    _check_generator_noise(g_calls, z)
+    _check_g_step_scores_fakes(log, d_inputs, g_calls, real)
     for net in ("g", "d"):
         _check_step_has_gradients(log, net)
     g_at_step = dict(steps)["opt_g.step"]

@@ -25,7 +25,7 @@ from typing import Callable
 
 from .data import DATASET_NAMES, DataFileError
 from .losses import LOSS_NAMES
-from .models import MODEL_NAMES
+from .models import MODEL_NAMES, MODEL_TITLES
 
 RECIPE_HELP = (
     "course: the fast in-memory loop with the course defaults; seed: gan.py exactly "
@@ -311,7 +311,7 @@ def _run_train(args) -> int:
     if args.epochs is None and args.max_seconds is None and args.max_steps is None:
         args.max_seconds = 120.0
     print(data.source)
-    print(f"training {config.model} GAN ({config.recipe} recipe) on {config.dataset}, "
+    print(f"training the {MODEL_TITLES[config.model]} ({config.recipe} recipe) on {config.dataset}, "
           f"from step {trainer.step}; output in {trainer.out_dir}")
     trainer.fit(epochs=args.epochs, steps=args.max_steps, seconds=args.max_seconds,
                 progress=not args.quiet)

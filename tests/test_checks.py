@@ -358,17 +358,21 @@ def test_each_loss_must_use_the_criterion_it_is_given(own_criterion):
 def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
               g_label=1.0, average=True, zero_late="", fake_without_graph=False,
               retain_graph=False, minimax=False, swap_d_labels=False, d_halves="both",
-              regenerate=False):
+              regenerate=False, own_noise=None, g_scores_real=False):
     """The seed's step, with one planted mistake at most; ``zero_late`` "g" or "d" calls
     that network's zero_grad between its backward and its step; ``d_halves`` "real" or
     "fake" (with "/2" for the average kept) leaves the other half out of D's loss;
     "real+fake/2" or "real/2+fake" divides one half alone; ``regenerate`` gives D a new
-    G(z) after G's step instead of the batch G was scored on."""
+    G(z) after G's step instead of the batch G was scored on; ``own_noise`` a batch size
+    draws that many noise vectors in the step instead of using ``z``; ``g_scores_real``
+    scores the real batch in G's step."""
+    if own_noise is not None:
+        z = torch.randn(own_noise, z.shape[1])
     if zero_g and zero_late != "g":
         opt_g.zero_grad()
     with torch.no_grad() if fake_without_graph else contextlib.nullcontext():
         fake = G(z)
-    d_fake = D(fake)
+    d_fake = D(real if g_scores_real else fake)
     if minimax:
         g_loss = -criterion(d_fake, torch.zeros_like(d_fake))
     else:
@@ -483,6 +487,9 @@ def test_correct_train_steps_pass(step):
         ({"d_halves": "real+fake/2"}, "only one half of D's loss is divided by 2"),
         ({"d_halves": "real/2+fake"}, "only one half of D's loss is divided by 2"),
         ({"regenerate": True}, "G runs again after opt_g.step()"),
+        ({"own_noise": 64}, "noise of its own (shape (64, 100)), not on the z given"),
+        ({"own_noise": 16}, "noise of its own (shape (16, 100)), not on the z given"),
+        ({"g_scores_real": True}, "G's step scores the real batch"),
     ],
 )
 def test_train_step_mistakes(kwargs, message):

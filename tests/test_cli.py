@@ -26,6 +26,13 @@ def test_train_writes_grids_and_checkpoint(trained, capsys):
     assert state["step"] == 5 and state["config"]["batch_size"] == 32
 
 
+def test_train_names_the_model_as_the_course_does(tmp_path, capsys):
+    assert main(["train", "--model", "dcgan", "--max-steps", "1", "--batch-size", "8",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"training the DCGAN (course recipe) on mnist, from step 0; output in {tmp_path}" in out
+
+
 def test_sample_npy_shape_and_range(trained, tmp_path):
     out = tmp_path / "s.npy"
     assert main(["sample", "--checkpoint", str(trained / "checkpoint.pt"), "--n", "7", "--out", str(out), "--seed", "3"]) == 0
