@@ -1009,6 +1009,17 @@ def _their_frame(err: BaseException) -> traceback.FrameSummary | None:
     return theirs[-1] if theirs else None
 
 
+def _crash_advice(err: BaseException) -> str:
+    """What a crash usually means in this course's exercises, where PyTorch's own
+    message does not say it."""
+    if isinstance(err, ValueError) and "target size" in str(err).lower():
+        # Labels built as torch.ones(64, 1) fit one batch size only; the checks use others,
+        # and so does a training run's last, shorter batch.
+        return (" The labels must have the shape of D's output for every batch size: "
+                "torch.ones_like(d_out) and torch.zeros_like(d_out), not torch.ones(64, 1).")
+    return ""
+
+
 # --------------------------------------------------------------------- exercises
 @dataclass
 class Exercise:
@@ -1037,6 +1048,7 @@ class Exercise:
             where = _their_frame(err)
             result = CheckResult(self.name, False, [
                 f"your code raised {type(err).__name__}: {err} (line {where.lineno}: {where.line})"
+                f"{_crash_advice(err)}"
                 if where else
                 f"what your code returned could not be checked ({type(err).__name__}: {err}): "
                 f"is it what the exercise asks for? {self.name}_exercise.hint() says."])

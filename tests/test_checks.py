@@ -354,6 +354,15 @@ def test_each_loss_must_use_the_criterion_it_is_given(own_criterion):
     assert not passed and "discriminator_loss must work with any criterion" in text, text
 
 
+def test_labels_of_one_batch_size_are_named():
+    def d_loss(criterion, real, fake):
+        return (criterion(real, torch.ones(64, 1)) + criterion(fake, torch.zeros(64, 1))) / 2
+
+    passed, text = run(checks.check_losses, bce, ref_g_loss, d_loss)
+    assert not passed and "raised ValueError" in text, text
+    assert "torch.ones_like(d_out) and torch.zeros_like(d_out), not torch.ones(64, 1)" in text, text
+
+
 # --------------------------------------------------------------- train step
 def seed_step(G, D, opt_g, opt_d, criterion, real, z, *, detach=True, zero_g=True, zero_d=True,
               g_label=1.0, average=True, zero_late="", fake_without_graph=False,
