@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1017,6 +1018,11 @@ def _crash_advice(err: BaseException) -> str:
         # and so does a training run's last, shorter batch.
         return (" The labels must have the shape of D's output for every batch size: "
                 "torch.ones_like(d_out) and torch.zeros_like(d_out), not torch.ones(64, 1).")
+    fixed = re.match(r"shape '\[(\d+),.*' is invalid for input of size", str(err))
+    if isinstance(err, RuntimeError) and fixed:
+        # img.view(64, -1): a batch size written into the code; the checks use others.
+        return (f" If {fixed.group(1)} is a batch size written into the code, take it from the "
+                f"input instead, x.view(x.size(0), ...), so that every batch size fits.")
     return ""
 
 

@@ -222,6 +222,23 @@ class NoLogitsArgumentD(FCDiscriminator):
         super().__init__()
 
 
+class FixedBatchD(FCDiscriminator):
+    def forward(self, x):
+        return self.net(x.view(64, 784))  # the batch size written into the code
+
+
+class FixedBatchG(FCGenerator):
+    def forward(self, z):
+        return self.net(z).view(64, 1, 28, 28)
+
+
+@pytest.mark.parametrize("check,student", [(checks.check_discriminator, FixedBatchD),
+                                           (checks.check_generator, FixedBatchG)])
+def test_a_batch_size_written_into_a_view_is_named(check, student):
+    passed, text = run(check, student)
+    assert not passed and "If 64 is a batch size written into the code" in text, text
+
+
 def test_discriminator_shape_and_signature_slips_get_their_own_fix():
     passed, text = run(checks.check_discriminator, SqueezedD)
     assert not passed and "yours returns (6,)" in text and "without .squeeze()" in text, text
