@@ -429,6 +429,28 @@ def _with_logits(name: str, loss: Callable, *args) -> tuple[torch.Tensor, str]:
         return torch.tensor(float("nan")), f" (with BCEWithLogitsLoss it raised: {err})"
 
 
+_OFF_THE_GRAPH = ("it left PyTorch's graph (NumPy, .item(), .detach() or a new torch.tensor(...) "
+                  "on the way), so backward() cannot reach the networks through it. Compute "
+                  "it with torch operations on the tensors it is given.")
+
+
+def _check_differentiable(name: str, loss: Callable, args: tuple, wrt: tuple[int, ...]) -> None:
+    """``loss(*args)`` must carry a gradient back to the arguments at ``wrt`` (D's
+    outputs), and ``bce`` the same one as nn.BCELoss: the right number computed off the
+    graph trains nothing."""
+    args = tuple(a.clone().requires_grad_() if i in wrt else a for i, a in enumerate(args))
+    value = loss(*args)
+    if not (torch.is_tensor(value) and value.requires_grad):
+        raise Mistake(f"{name} gives the right number but no gradient: {_OFF_THE_GRAPH}")
+    if name == "bce":
+        o, t = args
+        got = torch.autograd.grad(value, o)[0]
+        expected = torch.autograd.grad(nn.BCELoss()(o, t), o)[0]
+        if not torch.allclose(got, expected, atol=1e-4, rtol=1e-3):
+            raise Mistake("bce gives the right number but not BCE's gradient with respect to "
+                          "o: keep o in the formula, -mean(t * log(o) + (1 - t) * log(1 - o)).")
+
+
 def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
     o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
     t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
@@ -458,6 +480,7 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
             f"bce gives {got.item():.4f} where BCE is {expected.item():.4f}: it is "
             "-mean(t * log(o) + (1 - t) * log(1 - o))."
         )
+    _check_differentiable("bce", bce, (o, t), wrt=(0,))
 
     criterion = nn.BCELoss()
     d_fake = torch.tensor([[0.3], [0.8], [0.1]])
@@ -475,6 +498,7 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         raise Mistake(_SIGMOID_IN_LOSS.format(name="generator_loss"))
     if not torch.isclose(g, ref_g, atol=1e-5):
         raise Mistake(f"generator_loss gives {g.item():.4f}, expected {ref_g.item():.4f}: BCE of D(G(z)) against ones.")
+    _check_differentiable("generator_loss", generator_loss, (criterion, d_fake), wrt=(1,))
 
     real_part = criterion(d_real, torch.ones_like(d_real))
     fake_part = criterion(d_fake, torch.zeros_like(d_fake))
@@ -498,6 +522,8 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
             f"discriminator_loss gives {d.item():.4f}, expected {((real_part + fake_part) / 2).item():.4f}: "
             "(BCE(real vs 1) + BCE(fake vs 0)) / 2."
         )
+    _check_differentiable("discriminator_loss", discriminator_loss, (criterion, d_real, d_fake),
+                          wrt=(1, 2))
     # The same losses with BCEWithLogitsLoss on logits, where a loss that builds its own
     # BCE gives other numbers or, as nn.BCELoss outside [0, 1] does, raises.
     logits_loss = nn.BCEWithLogitsLoss()

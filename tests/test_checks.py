@@ -2,6 +2,7 @@
 
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -369,6 +370,30 @@ def test_each_loss_must_use_the_criterion_it_is_given(own_criterion):
     assert not passed and "generator_loss must work with any criterion" in text, text
     passed, text = run(checks.check_losses, bce, ref_g_loss, d_loss)
     assert not passed and "discriminator_loss must work with any criterion" in text, text
+
+
+def numpy_bce(o, t):
+    o, t = o.detach().numpy(), t.numpy()
+    return torch.tensor(-(t * np.log(o) + (1 - t) * np.log(1 - o)).mean())
+
+
+@pytest.mark.parametrize("losses,name", [
+    ((numpy_bce, ref_g_loss, ref_d_loss), "bce"),
+    ((bce, lambda criterion, d: ref_g_loss(criterion, d.detach()), ref_d_loss), "generator_loss"),
+    ((bce, ref_g_loss, lambda *args: torch.tensor(ref_d_loss(*args).item())), "discriminator_loss"),
+], ids=["bce in NumPy", "G's loss on detached scores", "D's loss rebuilt from .item()"])
+def test_a_loss_off_the_graph_is_named(losses, name):
+    passed, text = run(checks.check_losses, *losses)
+    assert not passed and f"{name} gives the right number but no gradient" in text, text
+
+
+def test_bce_with_a_constant_in_place_of_o_is_named():
+    def frozen(o, t):  # the right value, but o's gradient is lost through .detach()
+        o_value = o.detach()
+        return -(t * torch.log(o_value) + (1 - t) * torch.log(1 - o_value)).mean() + 0 * o.sum()
+
+    passed, text = run(checks.check_losses, frozen, ref_g_loss, ref_d_loss)
+    assert not passed and "not BCE's gradient with respect to o" in text, text
 
 
 def test_labels_of_one_batch_size_are_named():
