@@ -654,10 +654,6 @@ def _check_step_has_gradients(log: list, net: str) -> None:
                   "from D's outputs and call its backward() before opt_d.step().")
 
 
-def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.numel() == b.numel() and torch.equal(a.reshape(b.shape), b)
-
-
 def _check_generator_noise(g_calls: list[tuple[torch.Tensor, torch.Tensor]], z: torch.Tensor) -> None:
     """G must run on the ``z`` the step is given: the seed's loop draws one noise vector
     per real image before the step, so noise made inside the step is a second draw (and,
@@ -665,7 +661,7 @@ def _check_generator_noise(g_calls: list[tuple[torch.Tensor, torch.Tensor]], z: 
     if not g_calls:
         raise Mistake("the step never runs the generator: make the fake batch in the step, "
                       "fake = generator(z), from the z it is given.")
-    if not any(_same_values(given, z) for given, _ in g_calls):
+    if not any(_same(given, z) for given, _ in g_calls):
         shapes = ", ".join(sorted({str(tuple(given.shape)) for given, _ in g_calls}))
         raise Mistake(
             f"the generator ran on noise of its own (shape {shapes}), not on the z given to "
@@ -682,8 +678,8 @@ def _check_g_step_scores_fakes(log: list, d_inputs: list[tuple[int, torch.Tensor
     g_step_at = [name for name, _ in log].index("opt_g.step")
     scored = [x for at, x in d_inputs if at < g_step_at]
     fakes = [made for _, made in g_calls]
-    if scored and not any(_same_values(x, made) for x in scored for made in fakes) \
-            and any(_same_values(x, real) for x in scored):
+    if scored and not any(_same(x, made) for x in scored for made in fakes) \
+            and any(_same(x, real) for x in scored):
         raise Mistake(
             "G's step scores the real batch: G's loss must come from D's verdict on G's own "
             "images, generator_loss(criterion, discriminator(fake)), or no gradient reaches G.")
