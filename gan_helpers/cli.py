@@ -163,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where full data sets live (default data/ in the project, or $GAN_DATA)")
     files.add_argument("--download", action="store_true",
                        help="download the full data set first if it is missing (needs internet)")
-    train.add_argument("--device", default="cpu",
-                       help="cpu, cuda, cuda:N, mps, or auto: the CUDA GPU where there is one (default cpu)")
+    train.add_argument("--device", default=None,
+                       help="cpu, cuda, cuda:N, mps, or auto: the CUDA GPU where there is one "
+                       "(default cpu; with --resume, the run's own kind of device where this "
+                       "machine has one)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = sub.add_parser("sample", help="draw images from a trained generator",
@@ -274,11 +276,26 @@ def _config_from_args(args):
     return config
 
 
+def _resume_device(asked: str | None, state: dict) -> "torch.device":
+    """Where a resumed run trains: ``--device`` if given, else the kind of device it was
+    trained on (a GPU run stays on the GPU) where this machine has one, else the CPU."""
+    import torch
+
+    from .training import resolve_device
+
+    if asked is not None:
+        return resolve_device(asked)
+    kind = state.get("device", "cpu")
+    available = {"cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None
+                 and torch.backends.mps.is_available()}
+    return resolve_device(kind if available.get(kind) else "cpu")
+
+
 def _run_train(args) -> int:
     from .data import load_images
     from .training import GANTrainer, TrainConfig, resolve_device
 
-    device = resolve_device(args.device)
     if args.resume is not None:
         # The run continues with its checkpoint's configuration; only stopping rules may
         # change. The refused options are TrainConfig's fields, read from the dataclass
@@ -295,10 +312,11 @@ def _run_train(args) -> int:
             )
         from .training import load_checkpoint
 
-        saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"])
+        state = load_checkpoint(args.resume)
+        saved = TrainConfig.from_dict(state["config"])
         data = load_images(saved.dataset, args.data_dir, args.download)
         trainer = GANTrainer.from_checkpoint(
-            args.resume, data=data, out_dir=args.out, device=device,
+            args.resume, data=data, out_dir=args.out, device=_resume_device(args.device, state),
             checkpoint_every=args.checkpoint_every,
         )
         config = trainer.config
@@ -306,7 +324,7 @@ def _run_train(args) -> int:
         config = _config_from_args(args)
         data = load_images(config.dataset, args.data_dir, args.download)
         out = args.out or Path("images") / "runs" / f"{config.model}-{config.dataset}"
-        trainer = GANTrainer(config, data=data, out_dir=out, device=device,
+        trainer = GANTrainer(config, data=data, out_dir=out, device=resolve_device(args.device or "cpu"),
                              checkpoint_every=args.checkpoint_every)
     if args.epochs is None and args.max_seconds is None and args.max_steps is None:
         args.max_seconds = 120.0

@@ -415,12 +415,17 @@ def seed_dataloader(
 class SeedLoaderBatches:
     """The seed's data path with the ``ShuffledBatches`` interface: each batch goes
     through the DataLoader and per-image transforms; the last batch may be smaller,
-    as in the seed (which keeps it)."""
+    as in the seed (which keeps it). Batches are moved to ``device`` one by one, as the
+    seed's ``imgs.type(Tensor)`` does, since the DataLoader builds them on the CPU."""
 
-    def __init__(self, image_set: ImageSet, batch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self, image_set: ImageSet, batch_size: int, seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.image_set = image_set
         self.batch_size = batch_size
         self.seed = seed
+        self.device = torch.device(device)
         self.steps_per_epoch = math.ceil(len(image_set) / batch_size)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
@@ -428,4 +433,4 @@ class SeedLoaderBatches:
         perm = epoch_permutation(len(self.image_set), self.seed, epoch)
         order = perm[start * self.batch_size :].tolist()
         for images, _labels in seed_dataloader(self.image_set, self.batch_size, order):
-            yield images
+            yield images.to(self.device)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .models import noise_size
+from .models import device_of, noise_size
 from .plots import figure_png, grid_image, new_figure, plot_history
 
 if TYPE_CHECKING:  # ipywidgets loads only when a widget is built
@@ -250,7 +250,7 @@ def latent_explorer(
         was_training = generator.training
         generator.eval()
         with torch.no_grad():
-            img = generator(z.view(1, -1))
+            img = generator(z.view(1, -1).to(device_of(generator)))
         generator.train(was_training)
         image.value = _grid_png(img, scale=scale)
         norm.value = f"|z| = {z.norm():.2f} (typical: {math.sqrt(latent_dim):.1f})"

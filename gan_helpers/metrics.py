@@ -236,7 +236,8 @@ def _scorable(images: torch.Tensor, what: str) -> torch.Tensor:
             warnings.warn(f"none of the {len(images)} {what} has a pixel below 0: are they "
                           "in [0, 1]? The metrics take [-1, 1], with -1 for the background "
                           "(for [0, 1]: images * 2 - 1)", stacklevel=3)
-    return images.reshape(len(images), 1, 28, 28)
+    # The classifier is small and runs on the CPU, whatever device drew the images.
+    return images.detach().cpu().reshape(len(images), 1, 28, 28)
 
 
 @torch.no_grad()

@@ -56,6 +56,13 @@ def noise_size(generator: nn.Module) -> int:
     return getattr(generator, "latent_dim", LATENT_DIM)
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """The device ``module``'s weights are on (the CPU for a module without any): where
+    its inputs must be."""
+    weights = next(module.parameters(), None)
+    return weights.device if weights is not None else torch.device("cpu")
+
+
 def _check_latent(z: torch.Tensor, latent_dim: int, model: str) -> None:
     if z.dim() == 2 and z.shape[1] == latent_dim:
         return

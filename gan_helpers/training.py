@@ -31,7 +31,7 @@ from torch import nn
 from .augment import translate
 from .data import ImageSet, SeedLoaderBatches, ShuffledBatches, load_images
 from .losses import adversarial_loss, discriminator_loss, generator_loss, r1_penalty, uses_logits
-from .models import LATENT_DIM, MODEL_TITLES, build_models, noise_size
+from .models import LATENT_DIM, MODEL_TITLES, build_models, device_of, noise_size
 
 RECIPES = ("course", "seed")
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
@@ -441,7 +441,7 @@ def standing_statistics(
     from torch.optim.swa_utils import update_bn
 
     rng = torch.Generator().manual_seed(seed)
-    device = next(generator.parameters()).device
+    device = device_of(generator)
     sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
     update_bn(
         (torch.randn(size, noise_size(generator), generator=rng).to(device) for size in sizes),
@@ -556,7 +556,9 @@ class GANTrainer:
 
         self.data = data if data is not None else load_images(config.dataset)
         if config.recipe == "seed":
-            self.batches = SeedLoaderBatches(self.data, config.batch_size, config.seed)
+            self.batches = SeedLoaderBatches(
+                self.data, config.batch_size, config.seed, self.device
+            )
         else:
             self.batches = ShuffledBatches(
                 self.data.scaled().to(self.device), config.batch_size, config.seed
@@ -882,6 +884,7 @@ class GANTrainer:
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            "device": self.device.type,  # whose format the two generators' states are in
             "noise_rng": self.noise_rng.get_state(),
             "augment_rng": self.augment_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -909,14 +912,31 @@ class GANTrainer:
         _load_module(self.discriminator, state["discriminator"], source, "discriminator")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.noise_rng.set_state(state["noise_rng"])
-        if "augment_rng" in state:
-            self.augment_rng.set_state(state["augment_rng"])
+        self._restore_device_rngs(state, source)
         torch.set_rng_state(state["torch_rng"])
         self.fixed_noise = state["fixed_noise"].to(self.device)
         self.step = int(state["step"])
         self.history = {k: state["history"][k].tolist() for k in HISTORY_KEYS}
         self.saved_grids = [Path(p) for p in state.get("saved_grids", [])]
+
+    def _restore_device_rngs(self, state: dict, source: str) -> None:
+        """Restore the noise and augmentation generators, which live on the training
+        device. A run moved to another kind of device (trained on a GPU, resumed on a
+        laptop's CPU, or back) cannot take them over: a CPU generator's state is not a
+        GPU one's, and the two draw different numbers from the same seed anyway. Then
+        both are seeded afresh from the run's seed and step, and the log says so."""
+        if state["noise_rng"].numel() == self.noise_rng.get_state().numel():
+            self.noise_rng.set_state(state["noise_rng"])
+            if "augment_rng" in state:
+                self.augment_rng.set_state(state["augment_rng"])
+            return
+        step, seed = int(state["step"]), self.config.seed
+        self.noise_rng.manual_seed(seed + 1 + 1_000_003 * step)
+        self.augment_rng.manual_seed(seed + 3 + 1_000_003 * step)
+        trained_on = state.get("device", "another kind of device")
+        self.log(f"note: {source} was trained on {trained_on} and continues on "
+                 f"{self.device.type}: its noise is drawn afresh from step {step} on, so the "
+                 f"run will not repeat, number for number, one that stayed on {trained_on}.")
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Write the checkpoint atomically (default: ``out_dir/checkpoint.pt``)."""
@@ -1128,24 +1148,27 @@ def pretrained(model: str = "fc") -> nn.Module:
 
 @torch.no_grad()
 def generate(
-    generator: nn.Module, n: int, seed: int | None = None, device: str | torch.device = "cpu",
-    batch_size: int = 1000,
+    generator: nn.Module, n: int, seed: int | None = None,
+    device: str | torch.device | None = None, batch_size: int = 1000,
 ) -> torch.Tensor:
-    """Draw ``n`` images from ``generator`` (in eval mode): (n, 1, 28, 28) in [-1, 1].
-    The noise, (n, latent_dim) ~ N(0, 1), is drawn in one go from ``seed`` (the same
-    images every time on the CPU); the generator runs on ``batch_size`` of it at a
-    time, so a large ``n`` needs no more memory for activations than that."""
+    """Draw ``n`` images from ``generator`` (in eval mode): (n, 1, 28, 28) in [-1, 1],
+    on the CPU, ready to plot, save or score. The noise, (n, latent_dim) ~ N(0, 1), is
+    drawn in one go on the CPU from ``seed`` (the same noise on any device); the
+    generator runs where its weights are (or on ``device``, where it is moved first) on
+    ``batch_size`` of it at a time, so a large ``n`` needs no more memory than that."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"n is how many images to draw, a whole number >= 0; got {n!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     z = torch.randn(n, noise_size(generator), generator=g)
-    dev = resolve_device(device)
+    if device is not None:
+        generator.to(resolve_device(device))
+    dev = device_of(generator)
     was_training = generator.training
     generator.eval()
     try:
-        return torch.cat([generator(chunk.to(dev)) for chunk in z.split(batch_size)])
+        return torch.cat([generator(chunk.to(dev)).cpu() for chunk in z.split(batch_size)])
     finally:
         generator.train(was_training)
 

@@ -162,6 +162,17 @@ def test_resume_from_a_run_folder(tmp_path):
     ]
 
 
+def test_a_gpu_run_resumes_on_the_cpu_of_a_machine_without_one(
+        tmp_path, capsys, monkeypatch, as_if_trained_on_cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--max-steps", "2", "--batch-size", "32", "--out", str(tmp_path), "--quiet"]) == 0
+    as_if_trained_on_cuda(tmp_path / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path), "--max-steps", "3", "--quiet"]) == 0
+    assert "was trained on cuda and continues on cpu" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path)["device"] == "cpu"
+
+
 def test_resume_refuses_architecture_change(trained, capsys):
     assert main(["train", "--resume", str(trained / "checkpoint.pt"), "--model", "dcgan"]) == 1
     assert "--model cannot change on --resume" in capsys.readouterr().err

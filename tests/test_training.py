@@ -269,6 +269,27 @@ def test_checkpoint_round_trip_and_contents(tmp_path, mnist_small):
     torch.testing.assert_close(g(t.fixed_noise), t.fixed_samples())
 
 
+def test_a_run_from_another_kind_of_device_continues_with_fresh_noise(
+        tmp_path, mnist_small, as_if_trained_on_cuda):
+    first = GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=3, progress=False)
+    path = first.save_checkpoint()
+    assert load_checkpoint(path)["device"] == "cpu"
+    as_if_trained_on_cuda(path)
+
+    runs = []
+    for i in range(2):
+        logs = []
+        runs.append(GANTrainer.from_checkpoint(path, data=mnist_small, out_dir=tmp_path / str(i),
+                                               log=logs.append).fit(steps=5, progress=False))
+        assert logs[0] == (f"note: {path} was trained on cuda and continues on cpu: its noise is "
+                           "drawn afresh from step 3 on, so the run will not repeat, number for "
+                           "number, one that stayed on cuda.")
+    assert runs[0].step == 5 and all(map(math.isfinite, runs[0].history["g_loss"]))
+    for a, b in zip(params(runs[0]), params(runs[1])):  # the fresh noise is the seed's
+        assert torch.equal(a, b)
+    assert load_checkpoint(tmp_path / "0")["device"] == "cpu"  # saved from the CPU at the end
+
+
 def test_checkpoints_load_with_weights_only(tmp_path, mnist_small, monkeypatch):
     GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=1, progress=False)
     seen = {}
