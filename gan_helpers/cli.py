@@ -316,15 +316,16 @@ def _run_train(args) -> int:
         saved = TrainConfig.from_dict(state["config"])
         data = load_images(saved.dataset, args.data_dir, args.download)
         trainer = GANTrainer.from_checkpoint(
-            args.resume, data=data, out_dir=args.out, device=_resume_device(args.device, state),
-            checkpoint_every=args.checkpoint_every,
+            args.resume, data=data, out_dir=args.out,
+            device=_resume_device(args.device, state), checkpoint_every=args.checkpoint_every,
         )
         config = trainer.config
     else:
         config = _config_from_args(args)
         data = load_images(config.dataset, args.data_dir, args.download)
         out = args.out or Path("images") / "runs" / f"{config.model}-{config.dataset}"
-        trainer = GANTrainer(config, data=data, out_dir=out, device=resolve_device(args.device or "cpu"),
+        trainer = GANTrainer(config, data=data, out_dir=out,
+                             device=resolve_device(args.device or "cpu"),
                              checkpoint_every=args.checkpoint_every)
     if args.epochs is None and args.max_seconds is None and args.max_steps is None:
         args.max_seconds = 120.0
