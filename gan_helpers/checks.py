@@ -62,10 +62,13 @@ def _linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
 
 def _build(cls_or_obj, *args, **kwargs):
     """Instantiate a class (or call a factory); copy instances, which the checks may put
-    in eval mode or change."""
+    in eval mode or change. The checks feed CPU tensors, so a model moved to a GPU (in
+    the notebook or in its own ``__init__``) is checked on a copy on the CPU."""
     if isinstance(cls_or_obj, nn.Module):
-        return copy.deepcopy(cls_or_obj)
-    return cls_or_obj(*args, **kwargs)
+        model = copy.deepcopy(cls_or_obj)
+    else:
+        model = cls_or_obj(*args, **kwargs)
+    return model.cpu() if isinstance(model, nn.Module) else model
 
 
 def _run_hooked(model: nn.Module, x: torch.Tensor, register: Callable):

@@ -136,3 +136,23 @@ def test_cli_trains_on_the_gpu_samples_on_the_cpu_and_resumes_on_either(tmp_path
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["step"] == 8 and state["device"] == "cpu"
     assert "was trained on cuda and continues on cpu" in capsys.readouterr().out
+
+
+def test_the_exercise_checks_take_models_on_the_gpu():
+    from torch import nn
+
+    from gan_helpers import checks
+    from gan_helpers.models import DCGANDiscriminator, DCGANGenerator, FCDiscriminator
+
+    class MovesItself(FCDiscriminator):  # a student's class that moves itself in __init__
+        def __init__(self, logits=False):
+            super().__init__(logits=logits)
+            self.cuda()
+
+    for check, model in [(checks.check_generator, FCGenerator().cuda()),
+                         (checks.check_discriminator, MovesItself),
+                         (checks.check_dcgan_generator, DCGANGenerator().cuda()),
+                         (checks.check_dcgan_discriminator, DCGANDiscriminator().cuda())]:
+        result = check(model)
+        assert result.passed, str(result)
+    assert isinstance(model, nn.Module) and next(model.parameters()).is_cuda  # the student's own stays
