@@ -1,6 +1,7 @@
 """Training throughput: the seed's loop against the course loop, on the same FC models.
 
     python bench/speed.py [--seconds 5] [--rounds 5] [--threads N] [--compile]
+    python bench/speed.py --device cuda [--seconds 5] [--rounds 5]
 
 Measures images per second through a full G and D step:
 
@@ -24,6 +25,11 @@ Measures images per second through a full G and D step:
   (TorchInductor, which needs a C++ compiler), at batch 64 and 256: whether fusing the
   small element-wise operations between the matrix products pays on this CPU. The
   course does not compile (it would cost every run the compilation time first).
+
+With ``--device DEVICE`` (cpu, cuda, ...) the bench times something else: the course's
+two recipes as ``train`` runs them (FC GAN and DCGAN, course defaults) on that device, in
+steps and images per second, medians over ``--rounds``. The seed comparison and the
+matmul limit are measures of this CPU and are left out, and so is the ratio line.
 
 The machine's speed drifts (a shared 2-core VM here: the same loop has measured 6k and
 9k images/s minutes apart), so the loops take turns: each round runs every loop for
@@ -51,7 +57,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from gan_helpers import training
 from gan_helpers.data import ImageSet, load_images, seed_dataloader
 from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss
-from gan_helpers.models import build_models
+from gan_helpers.models import MODEL_NAMES, MODEL_TITLES, build_models
 from gan_helpers.training import GANTrainer, StepStats, TrainConfig
 
 
@@ -210,6 +216,29 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def recipe_rates(images: ImageSet, device: str, seconds: float, rounds: int) -> None:
+    """Print the steps and images per second of the course's FC and DCGAN recipes, as
+    ``train`` runs them, on ``device``: medians over ``rounds`` of ``seconds`` each."""
+    trainers = {
+        MODEL_TITLES[m]: GANTrainer(TrainConfig.for_recipe("course", model=m), data=images,
+                                    device=device, log=lambda _: None)
+        for m in MODEL_NAMES
+    }
+    for trainer in trainers.values():
+        trainer.fit(seconds=1.0, progress=False)  # warm-up: allocations, kernel choice
+    rates: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            first, start = trainer.step, time.perf_counter()
+            trainer.fit(seconds=seconds, progress=False)  # syncs every step: reads the losses
+            rates[name].append((trainer.step - first) / (time.perf_counter() - start))
+    for name, trainer in trainers.items():
+        r, batch = rates[name], trainer.config.batch_size
+        print(f"course {name} on {trainer.device}, batch {batch}: {statistics.median(r):.0f} "
+              f"steps/s, {statistics.median(r) * batch:.0f} images/s (median of {rounds}; "
+              f"range {min(r):.0f}-{max(r):.0f} steps/s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per loop per round (default 5)")
@@ -217,6 +246,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the course loop with G and D under torch.compile")
+    parser.add_argument("--device", default=None,
+                        help="time only the course's FC and DCGAN recipes, as trained, on this "
+                        "device (cpu, cuda, cuda:N, mps)")
     args = parser.parse_args()
     if not args.seconds > 0 or args.rounds < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--seconds must be positive, --rounds and --threads at least 1")
@@ -224,6 +256,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     images = load_images()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: {len(images)} images")
+    if args.device is not None:
+        try:
+            device = training.resolve_device(args.device)
+        except ValueError as err:
+            parser.error(str(err))
+        if device.type == "cuda":
+            print(f"device: {torch.cuda.get_device_name(device)}")
+        recipe_rates(images, str(device), args.seconds, args.rounds)
+        return
 
     loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),
              "course 256": CourseLoop(images, 256), "course 64 +aug": CourseLoop(images, 64, 2),

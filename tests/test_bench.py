@@ -131,3 +131,17 @@ def test_speed_bench_refuses_bad_arguments(args):
     done = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--seconds must be positive, --rounds and --threads at least 1" in done.stderr
+
+
+def test_speed_bench_times_the_course_recipes_on_a_device():
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "speed.py"), "--device", "cpu", "--seconds", "0.2",
+         "--rounds", "1"], capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert re.fullmatch(r"course FC GAN on cpu, batch 128: \d+ steps/s, \d+ images/s .*", lines[-2])
+    assert re.fullmatch(r"course DCGAN on cpu, batch 64: \d+ steps/s, \d+ images/s .*", lines[-1])
+    bad = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), "--device", "tpu"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown device 'tpu': use cpu, cuda, cuda:N, mps or auto" in bad.stderr
