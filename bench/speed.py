@@ -254,13 +254,18 @@ def main() -> None:
         parser.error("--seconds must be positive, --rounds and --threads at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    images = load_images()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: {len(images)} images")
+    device = None
     if args.device is not None:
+        if args.compile:
+            parser.error("--compile times the CPU loops of the default bench; leave it out "
+                         "with --device")
         try:
             device = training.resolve_device(args.device)
         except ValueError as err:
             parser.error(str(err))
+    images = load_images()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: {len(images)} images")
+    if device is not None:
         if device.type == "cuda":
             print(f"device: {torch.cuda.get_device_name(device)}")
         recipe_rates(images, str(device), args.seconds, args.rounds)

@@ -286,9 +286,7 @@ def _resume_device(asked: str | None, state: dict) -> "torch.device":
     if asked is not None:
         return resolve_device(asked)
     kind = state.get("device", "cpu")
-    available = {"cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None
-                 and torch.backends.mps.is_available()}
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     return resolve_device(kind if available.get(kind) else "cpu")
 
 

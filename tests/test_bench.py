@@ -145,3 +145,6 @@ def test_speed_bench_times_the_course_recipes_on_a_device():
     bad = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), "--device", "tpu"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown device 'tpu': use cpu, cuda, cuda:N, mps or auto" in bad.stderr
+    both = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), "--device", "cpu", "--compile"],
+                          capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "--compile times the CPU loops" in both.stderr
