@@ -154,10 +154,16 @@ def _shown_path(path: str | os.PathLike) -> str:
     folder."""
     absolute = os.path.abspath(path)
     try:
-        relative = os.path.relpath(absolute)
+        relative = Path(os.path.relpath(absolute))
     except ValueError:  # another drive on Windows
         return absolute
-    return absolute if Path(relative).parts[:2] == (os.pardir, os.pardir) else relative
+    if relative.parts[:1] != (os.pardir,):
+        return str(relative)
+    # One level up is still "near" unless that level is the filesystem's root: from /tmp,
+    # ../work/course/data is the long way round to /work/course/data.
+    parent = Path.cwd().parent
+    near = relative.parts[:2] != (os.pardir, os.pardir) and parent != Path(parent.anchor)
+    return str(relative) if near else absolute
 
 
 def _md5(path: Path) -> str:

@@ -1,4 +1,5 @@
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -203,5 +204,15 @@ def test_data_line_names_the_folder_as_typed_from_here(tmp_path, monkeypatch):
     elsewhere = tmp_path / "a" / "b" / "c"
     elsewhere.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
+    s = load_images("mnist", root=project / "data")
+    assert f"not found in {project / 'data' / 'MNIST' / 'raw'}:" in s.source
+    # one level up from a folder at the top of the filesystem is the root: absolute too
+    top = Path(tmp_path.anchor)
+    beside = next(
+        p for p in sorted(top.iterdir())
+        if p.is_dir() and not p.is_symlink() and os.access(p, os.X_OK)
+        and p.name != tmp_path.parts[1]
+    )
+    monkeypatch.chdir(beside)
     s = load_images("mnist", root=project / "data")
     assert f"not found in {project / 'data' / 'MNIST' / 'raw'}:" in s.source
