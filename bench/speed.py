@@ -1,7 +1,7 @@
 """Training throughput: the seed's loop against the course loop, on the same FC models.
 
     python bench/speed.py [--seconds 5] [--rounds 5] [--threads N] [--compile]
-    python bench/speed.py --device cuda [--seconds 5] [--rounds 5]
+    python bench/speed.py --device cuda [--seconds 5] [--rounds 5] [--profile]
 
 Measures images per second through a full G and D step:
 
@@ -29,7 +29,11 @@ Measures images per second through a full G and D step:
 With ``--device DEVICE`` (cpu, cuda, ...) the bench times something else: the course's
 two recipes as ``train`` runs them (FC GAN and DCGAN, course defaults) on that device, in
 steps and images per second, medians over ``--rounds``. The seed comparison and the
-matmul limit are measures of this CPU and are left out, and so is the ratio line.
+matmul limit are measures of this CPU and are left out, and so is the ratio line. With
+``--profile`` as well (CUDA only), ``torch.profiler`` then follows 100 more steps of each
+recipe and the bench prints how much of a step the GPU spends computing (its kernels'
+time over the unprofiled step time) and how many kernels a step launches: what keeps
+small networks from using a large GPU.
 
 The machine's speed drifts (a shared 2-core VM here: the same loop has measured 6k and
 9k images/s minutes apart), so the loops take turns: each round runs every loop for
@@ -216,9 +220,30 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def recipe_rates(images: ImageSet, device: str, seconds: float, rounds: int) -> None:
+def gpu_busy(trainer: GANTrainer, steps: int = 100) -> tuple[float, float]:
+    """Follow ``steps`` training steps of ``trainer`` (on a CUDA device) with
+    ``torch.profiler``: the GPU's kernel time in seconds per step, and the kernels
+    launched per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        first = trainer.step
+        trainer.fit(steps=first + steps, progress=False)
+        torch.cuda.synchronize(trainer.device)
+    done = trainer.step - first
+    events = prof.key_averages()
+    # Device-side events only: the CPU ops that launched them carry the same time again.
+    kernel_us = sum(e.self_device_time_total for e in events
+                    if e.device_type == torch.autograd.DeviceType.CUDA)
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cudaLaunchKernelExC"))
+    return kernel_us / 1e6 / done, launches / done
+
+
+def recipe_rates(images: ImageSet, device: str, seconds: float, rounds: int,
+                 profile: bool = False) -> None:
     """Print the steps and images per second of the course's FC and DCGAN recipes, as
-    ``train`` runs them, on ``device``: medians over ``rounds`` of ``seconds`` each."""
+    ``train`` runs them, on ``device``: medians over ``rounds`` of ``seconds`` each. With
+    ``profile`` (CUDA), then each recipe's GPU share of a step (see ``gpu_busy``)."""
     trainers = {
         MODEL_TITLES[m]: GANTrainer(TrainConfig.for_recipe("course", model=m), data=images,
                                     device=device, log=lambda _: None)
@@ -237,6 +262,14 @@ def recipe_rates(images: ImageSet, device: str, seconds: float, rounds: int) -> 
         print(f"course {name} on {trainer.device}, batch {batch}: {statistics.median(r):.0f} "
               f"steps/s, {statistics.median(r) * batch:.0f} images/s (median of {rounds}; "
               f"range {min(r):.0f}-{max(r):.0f} steps/s)")
+    if not profile:
+        return
+    for name, trainer in trainers.items():
+        kernel_s, launches = gpu_busy(trainer)
+        step_s = 1 / statistics.median(rates[name])
+        print(f"course {name} on {trainer.device}: the GPU computes {kernel_s * 1e3:.2f} ms of "
+              f"each {step_s * 1e3:.2f}-ms step ({kernel_s / step_s:.0%}), in {launches:.0f} "
+              "kernel launches (torch.profiler, 100 steps)")
 
 
 def main() -> None:
@@ -249,6 +282,9 @@ def main() -> None:
     parser.add_argument("--device", default=None,
                         help="time only the course's FC and DCGAN recipes, as trained, on this "
                         "device (cpu, cuda, cuda:N, mps)")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --device cuda: also print how much of a step the GPU "
+                        "computes, and its kernel launches a step (torch.profiler)")
     args = parser.parse_args()
     if not args.seconds > 0 or args.rounds < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--seconds must be positive, --rounds and --threads at least 1")
@@ -263,12 +299,14 @@ def main() -> None:
             device = training.resolve_device(args.device)
         except ValueError as err:
             parser.error(str(err))
+    if args.profile and (device is None or device.type != "cuda"):
+        parser.error("--profile measures a CUDA GPU's share of a step: use it with --device cuda")
     images = load_images()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data: {len(images)} images")
     if device is not None:
         if device.type == "cuda":
             print(f"device: {torch.cuda.get_device_name(device)}")
-        recipe_rates(images, str(device), args.seconds, args.rounds)
+        recipe_rates(images, str(device), args.seconds, args.rounds, args.profile)
         return
 
     loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),

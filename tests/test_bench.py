@@ -148,3 +148,7 @@ def test_speed_bench_times_the_course_recipes_on_a_device():
     both = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), "--device", "cpu", "--compile"],
                           capture_output=True, text=True, timeout=120)
     assert both.returncode == 2 and "--compile times the CPU loops" in both.stderr
+    for args in (["--profile"], ["--device", "cpu", "--profile"]):
+        cpu = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), *args],
+                             capture_output=True, text=True, timeout=120)
+        assert cpu.returncode == 2 and "--profile measures a CUDA GPU's share" in cpu.stderr

@@ -2,6 +2,10 @@
 between a GPU and a CPU. Skipped where PyTorch sees no CUDA GPU (as in CI); run them on
 a machine with one: ``pytest tests/test_cuda.py``."""
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +160,18 @@ def test_the_exercise_checks_take_models_on_the_gpu():
         result = check(model)
         assert result.passed, str(result)
     assert isinstance(model, nn.Module) and next(model.parameters()).is_cuda  # the student's own stays
+
+
+def test_speed_bench_profiles_the_gpu_share_of_a_step():
+    bench = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
+    done = subprocess.run([sys.executable, str(bench), "--device", "cuda", "--profile",
+                           "--seconds", "0.5", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pattern = (r"course (FC GAN|DCGAN) on cuda(?::\d+)?: the GPU computes (\d+\.\d+) ms of each "
+               r"(\d+\.\d+)-ms step \((\d+)%\), in (\d+) kernel launches \(torch.profiler, 100 steps\)")
+    found = [re.fullmatch(pattern, line) for line in done.stdout.strip().splitlines()[-2:]]
+    assert all(found), done.stdout[-2000:]
+    assert [m[1] for m in found] == ["FC GAN", "DCGAN"]
+    for m in found:
+        assert 0 < float(m[2]) and 0 < float(m[3]) and int(m[5]) >= 20  # a G and a D step
