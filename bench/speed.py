@@ -56,6 +56,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from gan_helpers import training
@@ -188,8 +189,6 @@ class CourseLoop:
 def time_shares(loop: CourseLoop, steps: int = 100) -> dict[str, float]:
     """Where a course step's CPU time goes, from ``torch.profiler`` (self time per op):
     shares for matrix products, Adam, and everything else."""
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         loop.trainer.fit(steps=loop.trainer.step + steps, progress=False)
     groups = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
@@ -224,8 +223,6 @@ def gpu_busy(trainer: GANTrainer, steps: int = 100) -> tuple[float, float]:
     """Follow ``steps`` training steps of ``trainer`` (on a CUDA device) with
     ``torch.profiler``: the GPU's kernel time in seconds per step, and the kernels
     launched per step."""
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         first = trainer.step
         trainer.fit(steps=first + steps, progress=False)
