@@ -237,10 +237,10 @@ def gpu_busy(trainer: GANTrainer, steps: int = 100) -> tuple[float, float]:
 
 
 def recipe_rates(images: ImageSet, device: str, seconds: float, rounds: int,
-                 profile: bool = False) -> None:
+                 profile_gpu: bool = False) -> None:
     """Print the steps and images per second of the course's FC and DCGAN recipes, as
     ``train`` runs them, on ``device``: medians over ``rounds`` of ``seconds`` each. With
-    ``profile`` (CUDA), then each recipe's GPU share of a step (see ``gpu_busy``)."""
+    ``profile_gpu`` (CUDA), then each recipe's GPU share of a step (see ``gpu_busy``)."""
     trainers = {
         MODEL_TITLES[m]: GANTrainer(TrainConfig.for_recipe("course", model=m), data=images,
                                     device=device, log=lambda _: None)
@@ -259,7 +259,7 @@ def recipe_rates(images: ImageSet, device: str, seconds: float, rounds: int,
         print(f"course {name} on {trainer.device}, batch {batch}: {statistics.median(r):.0f} "
               f"steps/s, {statistics.median(r) * batch:.0f} images/s (median of {rounds}; "
               f"range {min(r):.0f}-{max(r):.0f} steps/s)")
-    if not profile:
+    if not profile_gpu:
         return
     for name, trainer in trainers.items():
         kernel_s, launches = gpu_busy(trainer)
