@@ -290,28 +290,41 @@ def _resume_device(asked: str | None, state: dict) -> "torch.device":
     return resolve_device(kind if available.get(kind) else "cpu")
 
 
+def _as_option(name: str, value) -> str:
+    """A TrainConfig field and value as the train option that sets it: ``--lr 0.001``,
+    ``--no-g-batchnorm``."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
 def _run_train(args) -> int:
     from .data import load_images
     from .training import GANTrainer, TrainConfig, resolve_device
 
     if args.resume is not None:
-        # The run continues with its checkpoint's configuration; only stopping rules may
-        # change. The refused options are TrainConfig's fields, read from the dataclass
-        # so that a new option cannot be silently ignored here.
-        conflicting = [
-            f"--{field.name.replace('_', '-')}"
-            for field in fields(TrainConfig)
-            if getattr(args, field.name, None) is not None
-        ]
-        if conflicting:
-            raise ValueError(
-                f"{', '.join(conflicting)} cannot change on --resume: the run continues with "
-                "its checkpoint's configuration. Leave them out, or start a new run with --out."
-            )
         from .training import load_checkpoint
 
         state = load_checkpoint(args.resume)
         saved = TrainConfig.from_dict(state["config"])
+        # The run continues with its checkpoint's configuration; only stopping rules may
+        # change. An option repeated with the checkpoint's own value (the first command
+        # run again with --resume) changes nothing and passes; any other is refused, not
+        # ignored. The options are TrainConfig's fields, read from the dataclass so that
+        # a new option cannot slip past this check.
+        changed = [
+            f"{_as_option(field.name, given)} (the checkpoint's: "
+            f"{_as_option(field.name, getattr(saved, field.name))})"
+            for field in fields(TrainConfig)
+            if (given := getattr(args, field.name, None)) is not None
+            and given != getattr(saved, field.name)
+        ]
+        if changed:
+            raise ValueError(
+                f"{'; '.join(changed)}: cannot change on --resume, the run continues with its "
+                "checkpoint's configuration. Leave these options out, or start a new run with --out."
+            )
         data = load_images(saved.dataset, args.data_dir, args.download)
         trainer = GANTrainer.from_checkpoint(
             args.resume, data=data, out_dir=args.out,

@@ -175,12 +175,12 @@ def test_a_gpu_run_resumes_on_the_cpu_of_a_machine_without_one(
 
 def test_resume_refuses_architecture_change(trained, capsys):
     assert main(["train", "--resume", str(trained / "checkpoint.pt"), "--model", "dcgan"]) == 1
-    assert "--model cannot change on --resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--model dcgan (the checkpoint's: --model fc): cannot change on --resume" in err
 
 
-def test_resume_refuses_every_training_choice(trained, tmp_path, capsys):
-    # A value given with --resume that the run silently ignored would mislead: the run
-    # goes on with its checkpoint's configuration, so each such option must be refused.
+def _config_options():
+    """The train options that set a TrainConfig field, as argparse actions."""
     from dataclasses import fields
 
     from gan_helpers.cli import build_parser
@@ -188,16 +188,57 @@ def test_resume_refuses_every_training_choice(trained, tmp_path, capsys):
 
     (commands,) = [a for a in build_parser()._actions if a.choices and a.dest == "command"]
     options = {a.dest: a for a in commands.choices["train"]._actions}
-    config_options = [options[f.name] for f in fields(TrainConfig) if f.name in options]
+    return [options[f.name] for f in fields(TrainConfig) if f.name in options]
+
+
+def _as_argv(action, value) -> list[str]:
+    if isinstance(value, bool):  # --g-batchnorm / --no-g-batchnorm
+        return [action.option_strings[0 if value else 1]]
+    return [action.option_strings[0], str(value)]
+
+
+def test_resume_refuses_every_training_choice(trained, tmp_path, capsys):
+    # A value given with --resume that the run silently ignored would mislead: the run
+    # goes on with its checkpoint's configuration, so each option that differs from it
+    # must be refused.
     checkpoint = tmp_path / "checkpoint.pt"  # a copy: a wrongly accepted option trains on
     checkpoint.write_bytes((trained / "checkpoint.pt").read_bytes())
-    assert {a.dest for a in config_options} >= {"r1", "sample_interval", "lr", "model"}
+    before = load_checkpoint(checkpoint)
+    saved = before["config"]
+    config_options = _config_options()
+    assert {a.dest for a in config_options} >= {"r1", "sample_interval", "lr", "model", "g_batchnorm"}
     for action in config_options:
-        value = ([action.option_strings[0]] if action.nargs == 0
-                 else [action.option_strings[0], (action.choices or ["1"])[-1]])
+        was = saved[action.dest]
+        if isinstance(was, bool):
+            other = not was
+        elif action.choices:
+            other = next(c for c in action.choices if c != was)
+        else:
+            other = 2 if was == 1 else 1
+        value = _as_argv(action, other)
         argv = ["train", "--resume", str(checkpoint), "--max-steps", "6", "--out", str(tmp_path), *value]
         assert main(argv) == 1, f"{value} was accepted on --resume"
-        assert f"{action.option_strings[0]} cannot change on --resume" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        shown = action.type(str(other)) if action.type else other  # as argparse reads it
+        expected = f"{' '.join(_as_argv(action, shown))} (the checkpoint's: "
+        assert expected in err and "cannot change on --resume" in err, err
+    assert load_checkpoint(checkpoint)["step"] == before["step"]
+
+
+def test_resume_takes_the_first_command_again(trained, tmp_path, capsys):
+    # Running the same command again with --resume added is the natural way to go on:
+    # every option given with the checkpoint's own value changes nothing and passes.
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes((trained / "checkpoint.pt").read_bytes())
+    before = load_checkpoint(checkpoint)
+    saved = before["config"]
+    same = [arg for action in _config_options() for arg in _as_argv(action, saved[action.dest])]
+    assert "--batch-size" in same and "--g-batchnorm" in same and "--lr" in same
+    target = before["step"] + 2
+    argv = ["train", *same, "--max-steps", str(target), "--out", str(tmp_path), "--resume", str(checkpoint), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    state = load_checkpoint(checkpoint)
+    assert state["step"] == target and state["config"] == saved
 
 
 def test_label_smoothing_option_is_saved_and_fixed_on_resume(tmp_path, capsys):
@@ -207,7 +248,8 @@ def test_label_smoothing_option_is_saved_and_fixed_on_resume(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["label_smoothing"] == 0.1
     resume = ["train", "--resume", str(tmp_path / "checkpoint.pt"), "--label-smoothing", "0"]
     assert main(resume) == 1
-    assert "--label-smoothing cannot change on --resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--label-smoothing 0.0 (the checkpoint's: --label-smoothing 0.1): cannot change" in err
 
 
 def test_sample_refuses_other_suffix(trained, capsys):
