@@ -10,9 +10,11 @@
 Trains the seed and course recipes of the FC GAN and of DCGAN on this machine's CPU,
 pauses the clock at each wall-clock budget to score the recipe's sampler (G's weight
 average for the course recipe, G itself for the seed's) with
-``gan_helpers.metrics`` (Fréchet distance in the shipped classifier's feature space,
-class entropy, share legible, classes missing, Inception-Score analogue), prints one
-table and saves a plot of the metrics against training time. Scoring time is not
+``gan_helpers.metrics`` against the MNIST test split, which no run trains on (Fréchet
+distance in the shipped classifier's feature space, class entropy, share legible,
+classes missing, Inception-Score analogue, and the memorisation figures: the median
+distance to the nearest training digit over a test digit's, and the share of near
+copies), prints one table and saves a plot of the metrics against training time. Scoring time is not
 counted in the budgets. Nothing is cached: every run trains from scratch.
 
 ``--variants`` adds runs of the course FC recipe (of course DCGAN when the pairs include
@@ -21,6 +23,10 @@ comma-separated), the way the course defaults were chosen;
 ``--raw`` also scores G itself where a recipe samples from G's weight average;
 ``--g-statistics`` also scores that average with G's BatchNorm running statistics in
 place of the ones the sampler recomputes for it (``standing_statistics``).
+
+``--ablation fc`` (or ``dcgan``) runs the course recipe and, for each training choice
+in which it differs from the seed's recipe, the course recipe with that one choice set
+back to the seed's value (``ablation_variants``): what each choice buys.
 
 ``--steps`` scores at step counts instead of wall-clock budgets. Those figures do not
 depend on how fast the machine runs at the moment, so runs may share it: ``--jobs J``
@@ -45,7 +51,7 @@ import torch
 
 from gan_helpers.data import load_images
 from gan_helpers.metrics import real_floor, score_generator
-from gan_helpers.training import GANTrainer, TrainConfig
+from gan_helpers.training import COURSE_DCGAN, COURSE_FC, SEED_RECIPE, GANTrainer, TrainConfig
 
 RECIPES = {
     "seed FC": dict(recipe="seed", model="fc"),
@@ -71,6 +77,21 @@ def parse_variant(text: str) -> dict:
         except ValueError:
             raise SystemExit(f"bad variant {text!r}: {key} takes {types[key]} values, got {value!r}")
     return options
+
+
+def ablation_variants(model: str) -> dict[str, dict]:
+    """For the course recipe of ``model``: "minus KEY" -> the options that set KEY back
+    to the seed recipe's value, one per choice in which the two recipes differ. The
+    augmentation's ramp goes with the augmentation; the course DCGAN's half-width D is
+    one more choice (``d_width``, the seed's D is as wide as G)."""
+    course = COURSE_DCGAN if model == "dcgan" else COURSE_FC
+    variants = {}
+    for key, value in course.items():
+        if key != "augment_ramp" and SEED_RECIPE[key] != value:
+            variants[f"minus {key}"] = {key: SEED_RECIPE[key]}
+    if model == "dcgan":
+        variants["minus d_width"] = {"d_width": TrainConfig(model="dcgan").width}
+    return variants
 
 
 def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool,
@@ -110,7 +131,8 @@ def run(name: str, options: dict, budgets: list[float], n: int, data, raw: bool,
                          "steps": trainer.step, **scores})
             print(f"  {label:22s} seed {trainer.config.seed}  {trained:5.0f} s  "
                   f"{trainer.step:6d} steps  FD {scores['frechet_distance']:8.2f}  "
-                  f"entropy {scores['class_entropy']:.3f}  legible {scores['legible']:.0%}",
+                  f"entropy {scores['class_entropy']:.3f}  legible {scores['legible']:.0%}  "
+                  f"memorisation {scores['memorisation_ratio']:.2f}  copies {scores['near_copies']:.1%}",
                   flush=True)
     return rows
 
@@ -138,7 +160,7 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
         axes[0].plot(t, [r["frechet_distance"] for r in mine], "o-", label=name)
         axes[1].plot(t, [r["class_entropy"] for r in mine], "o-", label=name)
         axes[2].plot(t, [r["legible"] for r in mine], "o-", label=name)
-    axes[0].axhline(floor, color="gray", ls="--", lw=0.8, label="real vs real")
+    axes[0].axhline(floor, color="gray", ls="--", lw=0.8, label="training vs test digits")
     axes[0].set_yscale("log")
     axes[0].set_title("Fréchet distance (lower is better)")
     axes[1].set_title("class entropy (1 = all digits equally)")
@@ -165,6 +187,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="extra runs of the course FC recipe (course DCGAN with "
                         "model=dcgan) with these options changed")
+    parser.add_argument("--ablation", choices=["fc", "dcgan"], default=None,
+                        help="the course recipe of this model and, for each choice it makes, "
+                        "the same recipe with that choice set back to the seed's")
     parser.add_argument("--raw", action="store_true",
                         help="also score G itself where the recipe samples from its average")
     parser.add_argument("--g-statistics", action="store_true",
@@ -187,7 +212,7 @@ def main() -> None:
                         "images/runs/quality_vs_time.png, so a partial run keeps README's)")
     args = parser.parse_args()
     if args.plot is None:
-        full_run = not args.variants and sorted(args.recipes) == sorted(RECIPES)
+        full_run = not args.variants and not args.ablation and sorted(args.recipes) == sorted(RECIPES)
         args.plot = Path("images" if full_run else "images/runs") / "quality_vs_time.png"
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--jobs and --threads must be at least 1")
@@ -208,6 +233,11 @@ def main() -> None:
             TrainConfig.for_recipe(**runs[f"{base} {label}"])
         except ValueError as err:
             raise SystemExit(f"bad variant {text!r}: {err}")
+    if args.ablation:
+        base = f"course {'DCGAN' if args.ablation == 'dcgan' else 'FC'}"
+        runs.setdefault(base, RECIPES[base])
+        for label, options in ablation_variants(args.ablation).items():
+            runs[f"{base} {label}"] = {**RECIPES[base], **options}
     by = "steps" if args.steps else "seconds"
     threads = args.threads or (1 if args.jobs > 1 else torch.get_num_threads())
     torch.set_num_threads(threads)
@@ -216,7 +246,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {threads} thread(s) per run, {args.jobs} at a time; "
           f"{data.source}")
     floor = real_floor(n=args.n)
-    print(f"real vs real Fréchet distance ({args.n} vs {args.n}): {floor:.2f}")
+    print(f"floor: {args.n} training digits against the test split, Fréchet distance {floor:.2f}")
     jobs = []
     for name, options in runs.items():
         budgets = sorted(args.steps or args.budgets)
@@ -237,21 +267,30 @@ def main() -> None:
     print()
     width = max(12, *(len(r["recipe"]) for r in rows))
     print(f"{'recipe':{width}s} {'seed':>4s} {'seconds':>7s} {'steps':>6s} {'FD':>8s} "
-          f"{'entropy':>7s} {'legible':>7s} {'IS':>5s}  missing")
+          f"{'entropy':>7s} {'legible':>7s} {'IS':>5s} {'memo':>5s} {'copies':>6s}  missing")
     for r in rows:
         print(f"{r['recipe']:{width}s} {r['seed']:4d} {r['seconds']:7.0f} {r['steps']:6d} "
               f"{r['frechet_distance']:8.2f} {r['class_entropy']:7.3f} {r['legible']:7.2%} "
-              f"{r['inception_score']:5.2f}  {','.join(map(str, r['classes_missing'])) or '-'}")
+              f"{r['inception_score']:5.2f} {r['memorisation_ratio']:5.2f} {r['near_copies']:6.1%}  "
+              f"{','.join(map(str, r['classes_missing'])) or '-'}")
     if len(args.seeds) > 1:
         print(f"\nmeans over seeds {', '.join(map(str, args.seeds))}:")
         for (recipe, steps_or_seconds), mine in mean_over_seeds(rows).items():
             print(f"{recipe:{width}s} {steps_or_seconds:>8.0f} {by:7s} "
-                  f"FD {sum(r['frechet_distance'] for r in mine) / len(mine):8.2f}  "
-                  f"legible {sum(r['legible'] for r in mine) / len(mine):7.2%}")
+                  f"FD {mean(mine, 'frechet_distance'):8.2f}  "
+                  f"entropy {mean(mine, 'class_entropy'):.3f}  "
+                  f"legible {mean(mine, 'legible'):7.2%}  "
+                  f"memorisation {mean(mine, 'memorisation_ratio'):.2f}  "
+                  f"copies {mean(mine, 'near_copies'):6.1%}  "
+                  f"missing {max(len(r['classes_missing']) for r in mine)}")
     if by == "seconds":
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(rows, floor, args.plot)
         print(f"plot: {args.plot}")
+
+
+def mean(rows: list[dict], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows)
 
 
 def mean_over_seeds(rows: list[dict]) -> dict[tuple[str, float], list[dict]]:

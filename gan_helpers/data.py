@@ -1,17 +1,18 @@
 """MNIST and Fashion-MNIST from their IDX files, scaled to [-1, 1] as the seed does.
 
-Where the data comes from, in order:
+Each data set has a training split (60,000 images, what every GAN here trains on, as the
+seed does) and a test split (10,000 images, never trained on: the metrics score samples
+against it). Where the files come from, in order:
 
-1. The full training set (60,000 images) under the data root, in torchvision's layout
-   (``<root>/MNIST/raw/train-images-idx3-ubyte`` ...), as ``python -m gan_helpers download``
-   or ``torchvision.datasets.MNIST(root, download=True)`` leaves it.
-2. For Fashion-MNIST only: Debian's ``dataset-fashion-mnist`` files in
-   ``/usr/share/datasets/fashion-mnist/``.
-3. For MNIST only: the official MNIST test split (10,000 digits) shipped inside this
-   package, so the course runs offline. Training on it says so in one line.
+1. Under the data root in torchvision's layout (``<root>/MNIST/raw/train-images-idx3-ubyte``
+   ...), as ``python -m gan_helpers download`` or ``torchvision.datasets.MNIST(root,
+   download=True)`` leaves them.
+2. MNIST: the four official files shipped inside this package (``gan_helpers/mnist/``),
+   so the course runs offline. Fashion-MNIST: Debian's ``dataset-fashion-mnist``.
 
-Nothing is downloaded unless asked (``download=True``): the same command then gives the
-same data, and so the same images, on every machine until the user chooses otherwise.
+Every file is checked against the md5 of its *decompressed* bytes (``DECOMPRESSED_MD5``),
+so official downloads and re-compressed copies of the same bytes both pass, and a damaged
+file fails with a message that names it and says how to fix it.
 
 Two ways to draw batches:
 
@@ -27,7 +28,7 @@ import gzip
 import hashlib
 import math
 import os
-import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -39,9 +40,27 @@ if TYPE_CHECKING:
     from PIL import Image
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
-SHIPPED_DIR = Path(__file__).resolve().parent / "mnist_test"
+SPLITS = {"train": "train", "test": "t10k"}  # split -> the IDX files' name prefix
+SHIPPED_DIR = Path(__file__).resolve().parent / "mnist"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
+# md5 of each file's decompressed bytes. MNIST: the published md5 of the official
+# uncompressed files (gan_helpers/mnist/README.md). Fashion-MNIST: computed from Debian's
+# dataset-fashion-mnist, whose files are the official release re-compressed.
+DECOMPRESSED_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
 _IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
 DOWNLOAD_HINT = "python -m gan_helpers download {dataset}  (needs internet)"
 
@@ -57,14 +76,11 @@ class ImageSet:
     images: uint8 tensor (N, 28, 28), pixel values 0..255.
     labels: int64 tensor (N,), class indices 0..9.
     source: one line saying what this is and where it came from.
-    full: False when this is the shipped 10,000-image fallback instead of the full
-          training set.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     source: str
-    full: bool = True
 
     def __post_init__(self) -> None:
         # scaled() assumes 0..255: float images in [0, 1] or [-1, 1] would come out as an
@@ -89,7 +105,7 @@ class ImageSet:
     def __repr__(self) -> str:
         # The dataclass default would print both tensors, a screenful in a notebook.
         return (f"ImageSet({len(self)} images {tuple(self.images.shape)} {self.images.dtype}, "
-                f"labels {tuple(self.labels.shape)}, full={self.full}, source={self.source!r})")
+                f"labels {tuple(self.labels.shape)}, source={self.source!r})")
 
     def scaled(self) -> torch.Tensor:
         """The images as float32 (N, 1, 28, 28) in [-1, 1]: x / 127.5 - 1, which is the
@@ -166,44 +182,26 @@ def _shown_path(path: str | os.PathLike) -> str:
     return str(relative) if near else absolute
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def official_md5(dataset: str) -> dict[str, str]:
-    """File name -> md5 of the official compressed IDX files, from torchvision's own
-    table (``resources``) for ``dataset``."""
-    return {os.path.basename(url): md5 for url, md5 in _torchvision_class(dataset).resources}
-
-
 def read_idx(
     path: str | os.PathLike, kind: str, fix: str, md5: dict[str, str] | None = None
 ) -> torch.Tensor:
-    """Read one IDX file (plain or .gz) with torchvision's reader, after checking it.
+    """Read one IDX file (plain or .gz), after checking it.
 
     kind: ``"images"`` (returns uint8 (N, rows, cols)) or ``"labels"`` (int64 (N,)).
     fix: the sentence that tells the user how to repair a bad file.
-    md5: known md5 sums by file name (``official_md5(dataset)``); files not in it are
-    checked by their header and length only.
-    Raises DataFileError naming the file for a missing file, a wrong md5, a wrong magic
-    number or a wrong length.
+    md5: md5 of the decompressed bytes by file name without ``.gz``
+    (``DECOMPRESSED_MD5[dataset]``); files not in it are checked by header and length only.
+    Raises DataFileError naming the file for a missing file, an unreadable gzip, a wrong
+    md5, a wrong magic number or a wrong length.
     """
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
     path = Path(path)
     if not path.exists():
-        raise DataFileError(f"MNIST data file {path} is missing. {fix}")
-    expected_md5 = (md5 or {}).get(path.name)
-    if expected_md5 is not None and _md5(path) != expected_md5:
-        raise DataFileError(
-            f"{path} is corrupt: its md5 is {_md5(path)}, the official file's is "
-            f"{expected_md5}. {fix}"
-        )
+        raise DataFileError(f"data file {path} is missing. {fix}")
     raw = path.read_bytes()
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise DataFileError(f"{path} is not a readable gzip file ({err}). {fix}") from err
     header = 16 if kind == "images" else 8
     if len(raw) < header:
@@ -221,12 +219,16 @@ def read_idx(
             f"{path} has the wrong length: {len(raw)} bytes, its header {dims} needs "
             f"{expected_len}. The file is truncated or damaged. {fix}"
         )
-    # torchvision's readers take a path to an uncompressed file.
-    with tempfile.TemporaryDirectory() as tmp:
-        plain = Path(tmp) / "idx"
-        plain.write_bytes(raw)
-        reader = read_image_file if kind == "images" else read_label_file
-        return reader(str(plain)).clone()
+    expected_md5 = (md5 or {}).get(path.name.removesuffix(".gz"))
+    if expected_md5 is not None:
+        actual = hashlib.md5(raw).hexdigest()
+        if actual != expected_md5:
+            raise DataFileError(
+                f"{path} is corrupt: the md5 of its decompressed bytes is {actual}, the "
+                f"official file's is {expected_md5}. {fix}"
+            )
+    values = torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(*dims)
+    return values if kind == "images" else values.long()
 
 
 def _read_pair(
@@ -279,7 +281,7 @@ def download(dataset: str = "mnist", root: str | os.PathLike | None = None) -> P
             type(err).__name__]
         reason = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
         meanwhile = (
-            "until then training uses the shipped MNIST test split" if dataset == "mnist"
+            "meanwhile the course uses the MNIST files shipped with gan_helpers" if dataset == "mnist"
             else "on Debian, `apt-get install dataset-fashion-mnist` installs it offline"
         )
         raise DataFileError(
@@ -293,55 +295,41 @@ def load_images(
     dataset: str = "mnist",
     root: str | os.PathLike | None = None,
     download_missing: bool = False,
+    split: str = "train",
 ) -> ImageSet:
-    """Load the training images of ``dataset`` (``"mnist"`` or ``"fashion-mnist"``).
+    """Load one split of ``dataset`` (``"mnist"`` or ``"fashion-mnist"``): ``"train"``
+    (60,000 images, what the GANs train on) or ``"test"`` (10,000, what they are scored
+    against). Returns uint8 images (N, 28, 28) in 0..255 and int64 labels (N,).
 
-    Looks under ``root`` (default: ``default_data_root()``) for the full training set,
-    downloads it first when ``download_missing``, and otherwise falls back as the module
-    docstring says. Returns an ImageSet of uint8 images (N, 28, 28) and labels (N,).
+    Looks under ``root`` (default: ``default_data_root()``) first, downloads there first
+    when ``download_missing``, and otherwise reads the files the module docstring names.
     """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     cls = _torchvision_class(dataset)
+    prefix, md5 = SPLITS[split], DECOMPRESSED_MD5[dataset]
     root = Path(root) if root is not None else default_data_root()
     raw = root / cls.__name__ / "raw"
-    if download_missing and not _has_pair(raw, "train"):
+    if download_missing and not _has_pair(raw, prefix):
         download(dataset, root)
-    fix = f"Delete it and run `{DOWNLOAD_HINT.format(dataset=dataset)}`."
-    if _has_pair(raw, "train"):
-        images, labels = _read_pair(raw, "train", fix, official_md5(dataset))
-        return ImageSet(images, labels, f"{dataset}: {len(images)} training images from {_shown_path(raw)}")
-    if dataset == "fashion-mnist":
-        if _has_pair(DEBIAN_FASHION_DIR, "train"):
-            fix = "Reinstall it: apt-get install --reinstall dataset-fashion-mnist"
-            # Debian recompresses the files, so their .gz md5 differs from the official
-            # one; the header and length checks still catch damage.
-            images, labels = _read_pair(DEBIAN_FASHION_DIR, "train", fix, None)
-            return ImageSet(
-                images, labels,
-                f"fashion-mnist: {len(images)} training images from {DEBIAN_FASHION_DIR}",
-            )
+    if _has_pair(raw, prefix):
+        folder, fix = raw, f"Delete it and run `{DOWNLOAD_HINT.format(dataset=dataset)}`."
+    elif dataset == "mnist":
+        folder, fix = SHIPPED_DIR, (
+            f"Restore the shipped files: `git checkout -- {_shown_path(SHIPPED_DIR)}` in the "
+            "course's checkout, or reinstall gan_helpers.")
+    elif _has_pair(DEBIAN_FASHION_DIR, prefix):
+        folder, fix = DEBIAN_FASHION_DIR, (
+            "Reinstall it: apt-get install --reinstall dataset-fashion-mnist")
+    else:
         raise DataFileError(
             f"Fashion-MNIST not found in {_shown_path(raw)} nor {DEBIAN_FASHION_DIR}. Get it with "
             f"`{DOWNLOAD_HINT.format(dataset=dataset)}` or, on Debian, "
             "`apt-get install dataset-fashion-mnist`."
         )
-    images, labels = load_shipped_test_split()
-    return ImageSet(
-        images, labels,
-        f"Full MNIST not found in {_shown_path(raw)}: training on the {len(images)} digits of the "
-        f"MNIST test split shipped with gan_helpers. For all 60,000: "
-        f"{DOWNLOAD_HINT.format(dataset='mnist')}",
-        full=False,
-    )
-
-
-def load_shipped_test_split() -> tuple[torch.Tensor, torch.Tensor]:
-    """The official MNIST test split shipped in the package: uint8 (10000, 28, 28) images
-    and int64 (10000,) labels. Never downloads."""
-    fix = (
-        "Restore the shipped file from the repository: "
-        f"git checkout -- {SHIPPED_DIR.name} (in {SHIPPED_DIR.parent}), or reinstall gan_helpers."
-    )
-    return _read_pair(SHIPPED_DIR, "t10k", fix, official_md5("mnist"))
+    images, labels = _read_pair(folder, prefix, fix, md5)
+    shown = "the files shipped with gan_helpers" if folder == SHIPPED_DIR else _shown_path(folder)
+    return ImageSet(images, labels, f"{dataset}: {len(images):,} {split} images from {shown}")
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:

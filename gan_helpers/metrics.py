@@ -1,19 +1,24 @@
-"""Numbers for sample quality, from a small digit classifier shipped with the package.
+"""Numbers for sample quality, measured on images no GAN here trained on.
 
-The classifier (``DigitClassifier``, about 0.27 M parameters, ~1 MB) was trained only on
-data the project has (``python -m gan_helpers train-classifier``; README states the
-command and its held-out accuracy). From it:
+The digit classifier (``DigitClassifier``, about 0.27 M parameters, ~1 MB) is trained on
+the training split (``python -m gan_helpers train-classifier``), with part of it held out
+to choose when to stop, and its accuracy is reported on the test split. From it:
 
 - ``frechet_distance``: the Fréchet distance between Gaussians fitted to the classifier's
-  64-d features of generated and of real images, computed by torchmetrics'
+  64-d features of generated images and of the **test split**, computed by torchmetrics'
   ``FrechetInceptionDistance`` with the classifier as its custom feature extractor (the
-  Inception network of the usual FID knows nothing of 28 x 28 digits).
+  Inception network of the usual FID knows nothing of 28 x 28 digits). ``real_floor``
+  is what 10,000 real training digits score: the best a generator can expect.
 - ``class_histogram`` / ``class_entropy`` / ``classes_missing``: the share of samples
   the classifier puts in each class, the entropy of that share divided by log 10 (1.0
   when all ten classes are equally common), and the classes that (nearly) never appear.
 - ``legible``: the share of samples the classifier labels with confidence >= 0.9.
 - ``inception_score``: exp(E_x KL(p(y|x) || p(y))), the Inception-Score analogue: up to
   10 when every sample is one clear digit and all digits are equally common.
+- ``memorisation``: whether samples are copies of training digits. Each sample's pixel
+  distance to its nearest training digit, against the same distance for test digits
+  (which no GAN saw): the median ratio (about 1 for new digits, near 0 for copies) and
+  the share of samples nearer to a training digit than 99% of test digits are.
 
 ``score_images`` / ``score_generator`` return them as one dict;
 ``python -m gan_helpers evaluate --checkpoint CKPT`` prints them.
@@ -21,6 +26,7 @@ command and its held-out accuracy). From it:
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from functools import lru_cache
@@ -129,20 +135,24 @@ def _outliers(real: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_classifier(
-    images: torch.Tensor, labels: torch.Tensor, epochs: int = 12, batch_size: int = 128,
+    images: torch.Tensor, labels: torch.Tensor, epochs: int = 5, batch_size: int = 128,
     seed: int = 0, log: Callable[[str], object] = print,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DigitClassifier:
     """Train a DigitClassifier on images (N, 1, 28, 28) in [-1, 1] and labels (N,).
 
     Each batch also carries a quarter as many non-digits (``_outliers``) whose target is
     the uniform distribution over the ten classes (outlier exposure), so that the
-    classifier's confidence means "this looks like a digit"."""
+    classifier's confidence means "this looks like a digit". With ``validation``
+    (images, labels), the weights of the epoch with the best validation accuracy are
+    returned (early stopping)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = DigitClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     steps = epochs * math.ceil(len(images) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    best_score, best_state = -1.0, None
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(images), generator=g)
@@ -159,7 +169,15 @@ def train_classifier(
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        log(f"epoch {epoch + 1}/{epochs}: loss {total / len(images):.4f}")
+        line = f"epoch {epoch + 1}/{epochs}: loss {total / len(images):.4f}"
+        if validation is not None:
+            score = accuracy(model.eval(), *validation)
+            if score > best_score:
+                best_score, best_state = score, copy.deepcopy(model.state_dict())
+            line += f", validation accuracy {score:.2%}"
+        log(line)
+    if validation is not None:
+        model.load_state_dict(best_state)
     return model.eval()
 
 
@@ -170,32 +188,27 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor)
     return (predictions == labels).float().mean().item()
 
 
-def classifier_split(dataset: str = "mnist") -> dict[str, torch.Tensor]:
-    """The data the shipped classifiers learn from and are tested on.
+VALIDATION_SIZE = 5000  # training digits held out to choose the classifier's epoch
 
-    mnist: the shipped 10,000-digit test split, digits 0-7,999 of a fixed permutation
-    for training and the other 2,000 held out. fashion-mnist: its 60,000 training
-    images, and its 10,000 test images held out (Debian's files or torchvision's).
-    """
+
+def classifier_split(dataset: str = "mnist") -> dict[str, torch.Tensor]:
+    """The data the shipped classifiers learn from: images (N, 1, 28, 28) in [-1, 1]
+    and labels (N,). ``train``: the training split less ``VALIDATION_SIZE`` images of a
+    fixed permutation, which are ``val`` (to choose when to stop); ``test``: the test
+    split, on which the accuracy is reported."""
     from . import data
 
-    if dataset == "mnist":
-        images, labels = data.load_shipped_test_split()
-        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(2024))
-        train, held = perm[:8000], perm[8000:]
-        x = data.to_unit_range(images)
-        return {"train_x": x[train], "train_y": labels[train], "test_x": x[held], "test_y": labels[held]}
-    train = data.load_images(dataset)
-    folder = data.DEBIAN_FASHION_DIR
-    fix = "Reinstall it: apt-get install --reinstall dataset-fashion-mnist"
-    test_x, test_y = data._read_pair(folder, "t10k", fix, None)
-    return {
-        "train_x": train.scaled(), "train_y": train.labels,
-        "test_x": data.to_unit_range(test_x), "test_y": test_y,
-    }
+    train = data.load_images(dataset, split="train")
+    test = data.load_images(dataset, split="test")
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(2024))
+    fit, val = perm[VALIDATION_SIZE:], perm[:VALIDATION_SIZE]
+    x = train.scaled()
+    return {"train_x": x[fit], "train_y": train.labels[fit],
+            "val_x": x[val], "val_y": train.labels[val],
+            "test_x": test.scaled(), "test_y": test.labels}
 
 
-def save_classifier(model: DigitClassifier, dataset: str, held_out_accuracy: float) -> Path:
+def save_classifier(model: DigitClassifier, dataset: str, test_accuracy: float) -> Path:
     """Write ``model`` as the shipped classifier for ``dataset`` (float16, atomically),
     with its held-out accuracy; returns the path."""
     from .training import atomic_save
@@ -203,7 +216,7 @@ def save_classifier(model: DigitClassifier, dataset: str, held_out_accuracy: flo
     path = weights_path(dataset)
     # float16 halves the file; the features barely move (tested via the accuracy).
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    atomic_save({"model": state, "dataset": dataset, "held_out_accuracy": held_out_accuracy}, path)
+    atomic_save({"model": state, "dataset": dataset, "test_accuracy": test_accuracy}, path)
     load_classifier.cache_clear()
     return path
 
@@ -249,24 +262,35 @@ def _probabilities(model: DigitClassifier, images: torch.Tensor) -> torch.Tensor
 
 @lru_cache(maxsize=2)
 def _real_reference(dataset: str) -> torch.Tensor:
-    """Real images the distance is measured against: MNIST's shipped test split, or
-    Fashion-MNIST's test images."""
-    split = classifier_split(dataset)
-    return torch.cat([split["train_x"], split["test_x"]]) if dataset == "mnist" else split["test_x"]
+    """The test split of ``dataset`` (10,000 images (N, 1, 28, 28) in [-1, 1]): what
+    samples are scored against, since no GAN here trains on it."""
+    from . import data
+
+    return data.load_images(dataset, split="test").scaled()
+
+
+@lru_cache(maxsize=2)
+def _training_images(dataset: str) -> torch.Tensor:
+    """The training split of ``dataset``, flattened: float32 (60000, 784) in [-1, 1]."""
+    from . import data
+
+    return data.load_images(dataset, split="train").scaled().flatten(1)
 
 
 def frechet_distance(
     fake: torch.Tensor, real: torch.Tensor | None = None, dataset: str = "mnist"
 ) -> float:
     """Fréchet distance in the classifier's feature space between ``fake`` and ``real``
-    images (each (N, 1, 28, 28) in [-1, 1]; ``real`` defaults to the reference set).
+    images (each (N, 1, 28, 28) in [-1, 1]; ``real`` defaults to the test split).
     0 for identical distributions; needs a few hundred images of each for a stable value."""
     fake = _scorable(fake, "generated images")
     real = _real_reference(dataset) if real is None else _scorable(real, "real images")
-    return _frechet_distance(fake, real, dataset)
+    return _frechet_distance(fake, real, _Features(load_classifier(dataset)))
 
 
-def _frechet_distance(fake: torch.Tensor, real: torch.Tensor, dataset: str) -> float:
+def _frechet_distance(fake: torch.Tensor, real: torch.Tensor, features: nn.Module) -> float:
+    """The Fréchet distance between Gaussians fitted to ``features`` (a module with
+    ``num_features``, images -> (N, num_features)) of ``fake`` and of ``real``."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if min(len(fake), len(real)) < 2:
@@ -276,14 +300,47 @@ def _frechet_distance(fake: torch.Tensor, real: torch.Tensor, dataset: str) -> f
             f"generated and {len(real)} real"
         )
     fid = FrechetInceptionDistance(
-        feature=_Features(load_classifier(dataset)), input_img_size=(1, 28, 28),
-        reset_real_features=False,
+        feature=features, input_img_size=tuple(real.shape[1:]), reset_real_features=False,
     )
     for i in range(0, len(real), 1000):
         fid.update(real[i : i + 1000].float(), real=True)
     for i in range(0, len(fake), 1000):
         fid.update(fake[i : i + 1000].float(), real=False)
     return float(fid.compute())
+
+
+@torch.no_grad()
+def nearest_training_distance(images: torch.Tensor, dataset: str = "mnist") -> torch.Tensor:
+    """For each image (N, 1, 28, 28) in [-1, 1], the Euclidean pixel distance to its
+    nearest image of the training split: float32 (N,), 0 for an exact copy."""
+    train = _training_images(dataset)
+    train_sq = train.square().sum(1)
+    flat = _scorable(images, "images").flatten(1).float()
+    nearest = []
+    for chunk in flat.split(500):
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, one matrix product per chunk
+        sq = chunk.square().sum(1, keepdim=True) + train_sq - 2 * chunk @ train.T
+        nearest.append(sq.min(1).values.clamp_min(0).sqrt())
+    return torch.cat(nearest)
+
+
+@lru_cache(maxsize=2)
+def _test_nearest_training_distance(dataset: str) -> torch.Tensor:
+    return nearest_training_distance(_real_reference(dataset), dataset)
+
+
+def memorisation(images: torch.Tensor, dataset: str = "mnist") -> dict:
+    """Whether ``images`` (N, 1, 28, 28) in [-1, 1] copy training digits.
+
+    ``memorisation_ratio``: the median distance of a sample to its nearest training digit
+    over the same median for the test split (about 1 for new digits; well below 1 for
+    copies). ``near_copies``: the share of samples nearer to a training digit than 99%
+    of test digits are (about 0.01 for new digits, 1.0 for copies)."""
+    samples = nearest_training_distance(images, dataset)
+    test = _test_nearest_training_distance(dataset)
+    threshold = torch.quantile(test, 0.01)
+    return {"memorisation_ratio": float(samples.median() / test.median()),
+            "near_copies": float((samples < threshold).float().mean())}
 
 
 def class_scores(images: torch.Tensor, dataset: str = "mnist") -> dict:
@@ -313,9 +370,11 @@ def score_images(fake: torch.Tensor, dataset: str = "mnist") -> dict:
     pixels or values outside [-1, 1] are refused with the conversion to use, and images
     with no pixel below 0 draw a warning."""
     fake = _scorable(fake, "generated images")
+    features = _Features(load_classifier(dataset))
     return {"n": len(fake),
-            "frechet_distance": _frechet_distance(fake, _real_reference(dataset), dataset),
-            **_class_scores(fake, dataset)}
+            "frechet_distance": _frechet_distance(fake, _real_reference(dataset), features),
+            "frechet_floor": real_floor(dataset, min(len(fake), FLOOR_SIZE)),
+            **_class_scores(fake, dataset), **memorisation(fake, dataset)}
 
 
 def score_generator(
@@ -329,20 +388,23 @@ def score_generator(
     return score_images(samples, dataset)
 
 
-def real_floor(dataset: str = "mnist", n: int = 5000) -> float:
-    """Fréchet distance between two disjoint halves of the real reference set: the
-    value a perfect generator would get with ``n`` samples."""
-    real = _real_reference(dataset)
-    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
-    return frechet_distance(real[perm[:n]], real[perm[n : 2 * n]], dataset)
+FLOOR_SIZE = 10000  # training digits in the floor: as many as the samples scored
+
+
+@lru_cache(maxsize=4)
+def real_floor(dataset: str = "mnist", n: int = FLOOR_SIZE) -> float:
+    """Fréchet distance between ``n`` training images (a fixed random subset) and the
+    test split: what a perfect generator would score with ``n`` samples."""
+    train = _training_images(dataset)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    return frechet_distance(train[perm[:n]].view(n, 1, 28, 28), None, dataset)
 
 
 def _distance_note(n: int) -> str:
-    # The estimate is biased upwards by roughly (feature dims) / n: the shipped DCGAN
-    # generator scores about 63 from 100 samples, 8 from 1,000 and 2.8 from 10,000.
-    if n < 10000:
-        return (f"(lower is better; from only {n:,} samples it reads high: compare "
-                "distances at the same n, README's at 10,000)")
+    # The estimate is biased upwards by roughly (feature dims) / n, so a distance is only
+    # comparable with one from the same n (the floor printed beside it is).
+    if n < FLOOR_SIZE:
+        return f"(lower is better; from {n:,} samples it reads high: compare at the same n)"
     return "(lower is better)"
 
 
@@ -351,10 +413,16 @@ def format_scores(scores: dict) -> str:
     lines = [
         f"samples            {scores['n']}",
         f"frechet_distance   {scores['frechet_distance']:.2f}   {_distance_note(scores['n'])}",
+        f"frechet_floor      {scores['frechet_floor']:.2f}   ({scores['n']:,} real training digits "
+        "against the test split)",
         f"class_entropy      {scores['class_entropy']:.3f}   (1.0 = all ten classes equally often)",
         f"classes_missing    {scores['classes_missing'] or 'none'}",
         f"legible            {scores['legible']:.1%}   (classifier confidence >= {CONFIDENT})",
         f"inception_score    {scores['inception_score']:.2f}   (max 10)",
+        f"memorisation_ratio {scores['memorisation_ratio']:.2f}   (distance to the nearest "
+        "training digit, over a test digit's: about 1 = new digits, near 0 = copies)",
+        f"near_copies        {scores['near_copies']:.1%}   (nearer to a training digit than "
+        "99% of test digits are; about 1% for new digits)",
         "class_histogram    " + " ".join(f"{c}:{v:.2f}" for c, v in enumerate(scores["class_histogram"])),
     ]
     return "\n".join(lines)
@@ -363,4 +431,5 @@ def format_scores(scores: dict) -> str:
 __all__ = [
     "DigitClassifier", "load_classifier", "train_classifier", "accuracy", "frechet_distance",
     "class_scores", "score_images", "score_generator", "real_floor", "format_scores",
+    "memorisation", "nearest_training_distance",
 ]

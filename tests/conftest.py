@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from gan_helpers.data import ImageSet, load_shipped_test_split
+from gan_helpers.data import ImageSet, load_images
 
 
 @pytest.fixture(scope="session")
 def mnist_small() -> ImageSet:
-    """The first 512 shipped test digits: enough for a few real training steps."""
-    images, labels = load_shipped_test_split()
-    return ImageSet(images[:512].clone(), labels[:512].clone(), "test subset", full=False)
+    """The first 512 training digits: enough for a few real training steps."""
+    s = load_images("mnist", root="/nonexistent")
+    return ImageSet(s.images[:512].clone(), s.labels[:512].clone(), "the first 512 training digits")
 
 
 @pytest.fixture

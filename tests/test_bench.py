@@ -38,9 +38,25 @@ def test_quality_bench_scores_each_sampler_at_each_budget(quality, mnist_small, 
     assert 0 < steps[0] == steps[1] == steps[2] <= steps[3] == steps[4] == steps[5]
     for r in rows:
         assert r["n"] == 300 and r["frechet_distance"] > 0 and 0 <= r["legible"] <= 1
+        assert r["memorisation_ratio"] > 0 and 0 <= r["near_copies"] <= 1
     assert all(r["seed"] == 0 and r["seconds"] >= r["budget"] for r in rows)
     quality.plot(rows, floor=2.5, path=tmp_path / "q.png")
     assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_ablation_sets_back_one_choice_at_a_time(quality):
+    fc = quality.ablation_variants("fc")
+    assert fc == {"minus batch_size": {"batch_size": 64}, "minus lr": {"lr": 0.0002},
+                  "minus g_lr_factor": {"g_lr_factor": 1.0}, "minus b1": {"b1": 0.5},
+                  "minus g_batchnorm": {"g_batchnorm": False}, "minus ema": {"ema": 0.0},
+                  "minus augment": {"augment": 0}}
+    dcgan = quality.ablation_variants("dcgan")
+    assert dcgan["minus r1"] == {"r1": 0.0} and dcgan["minus d_width"] == {"d_width": 32}
+    assert "minus augment" not in dcgan and "minus batch_size" not in dcgan  # as the seed's
+    from gan_helpers.training import TrainConfig
+
+    for options in [*fc.values(), *dcgan.values()]:  # each is a valid recipe
+        TrainConfig.for_recipe(model="dcgan" if "r1" in options or "d_width" in options else "fc", **options)
 
 
 def test_quality_bench_reads_variants(quality):

@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -10,42 +11,93 @@ from gan_helpers import data
 from gan_helpers.data import DataFileError, ShuffledBatches, load_images, read_idx
 
 
-def test_shipped_split_is_the_real_mnist_test_set(tmp_path):
-    images, labels = data.load_shipped_test_split()
-    assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8
-    assert labels.shape == (10000,)
-    # the official class counts of the MNIST test split
-    assert labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert labels[:5].tolist() == [7, 2, 1, 0, 4]
+OFFICIAL_COUNTS = {  # digits per class, as published
+    "train": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    "test": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+}
 
 
-def test_fallback_to_shipped_split_says_so(tmp_path):
-    s = load_images("mnist", root=tmp_path)
-    assert not s.full and len(s) == 10000
-    assert "test split" in s.source and "python -m gan_helpers download mnist" in s.source
+@pytest.mark.parametrize("split, n, first", [("train", 60000, [5, 0, 4, 1, 9]),
+                                             ("test", 10000, [7, 2, 1, 0, 4])])
+def test_shipped_splits_are_the_official_mnist(split, n, first, tmp_path):
+    s = load_images("mnist", root=tmp_path, split=split)
+    assert s.images.shape == (n, 28, 28) and s.images.dtype == torch.uint8
+    assert s.labels.dtype == torch.int64 and s.labels.bincount().tolist() == OFFICIAL_COUNTS[split]
+    assert s.labels[:5].tolist() == first
+    assert s.source == f"mnist: {n:,} {split} images from the files shipped with gan_helpers"
     # what a notebook shows for `data`: a line, not two tensors' worth of numbers
-    assert repr(s).startswith("ImageSet(10000 images (10000, 28, 28) torch.uint8, labels (10000,), full=False")
+    assert repr(s).startswith(f"ImageSet({n} images ({n}, 28, 28) torch.uint8, labels ({n},)")
     assert "\n" not in repr(s) and len(repr(s)) < 400
 
 
-def test_full_set_in_torchvision_layout_is_preferred(tmp_path):
+def test_training_split_is_the_default_and_other_splits_are_refused(tmp_path):
+    assert len(load_images(root=tmp_path)) == 60000
+    with pytest.raises(ValueError, match="unknown split 'valid': choose one of train, test"):
+        load_images("mnist", root=tmp_path, split="valid")
+
+
+def test_shipped_files_decompress_to_the_official_bytes():
+    for name, md5 in data.DECOMPRESSED_MD5["mnist"].items():
+        raw = gzip.decompress((data.SHIPPED_DIR / f"{name}.gz").read_bytes())
+        assert hashlib.md5(raw).hexdigest() == md5
+    # the training files were re-compressed: their .gz md5 is not the official .gz's
+    official_gz = "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    assert hashlib.md5((data.SHIPPED_DIR / "train-images-idx3-ubyte.gz").read_bytes()).hexdigest() != official_gz
+
+
+@pytest.mark.parametrize("form", ["plain", "gzip-1", "gzip-9"])
+def test_integrity_is_checked_on_the_decompressed_bytes(tmp_path, form):
+    # the same bytes, however stored, pass; one flipped pixel fails, however stored
+    raw = gzip.decompress((data.SHIPPED_DIR / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    damaged = bytearray(raw)
+    damaged[-1] ^= 0x01
+    md5 = data.DECOMPRESSED_MD5["mnist"]
+    for content, ok in ((raw, True), (bytes(damaged), False)):
+        if form == "plain":
+            path = tmp_path / "t10k-labels-idx1-ubyte"
+            path.write_bytes(content)
+        else:
+            path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+            path.write_bytes(gzip.compress(content, compresslevel=int(form[-1]), mtime=0))
+        if ok:
+            assert read_idx(path, "labels", "fix", md5)[:3].tolist() == [7, 2, 1]
+        else:
+            with pytest.raises(DataFileError, match=(
+                    rf"{path.name} is corrupt: the md5 of its decompressed bytes is \w+, the "
+                    r"official file's is 27ae3e4e09519cfbb04c329615203637\. Restore it\.")):
+                read_idx(path, "labels", "Restore it.", md5)
+
+
+@pytest.mark.parametrize("content", [b"not gzip at all", b"\x1f\x8b\x08\x00 then nothing"])
+def test_unreadable_gzip_names_the_file_and_the_fix(tmp_path, content):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte\.gz is not a readable gzip file .*Fix me"):
+        read_idx(path, "images", "Fix me", data.DECOMPRESSED_MD5["mnist"])
+
+
+def test_files_in_torchvision_layout_are_preferred(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    # a "training set" of the shipped files, uncompressed (as torchvision extracts them)
+    # the test split uncompressed, as torchvision extracts it
     for kind in ("images-idx3", "labels-idx1"):
         with gzip.open(data.SHIPPED_DIR / f"t10k-{kind}-ubyte.gz") as src:
-            (raw / f"train-{kind}-ubyte").write_bytes(src.read())
-    s = load_images("mnist", root=tmp_path)
-    assert s.full and len(s) == 10000
+            (raw / f"t10k-{kind}-ubyte").write_bytes(src.read())
+    s = load_images("mnist", root=tmp_path, split="test")
+    assert len(s) == 10000
     # the line names the folder (relative to the working directory where it is near)
-    shown = s.source.split(" training images from ", 1)[1]
+    shown = s.source.split(" test images from ", 1)[1]
     assert Path(shown).resolve() == raw.resolve()
+    # a damaged copy there says to download again, not to restore the shipped files
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + bytes(20))
+    with pytest.raises(DataFileError, match="python -m gan_helpers download mnist"):
+        load_images("mnist", root=tmp_path, split="test")
 
 
 def test_scaling_to_unit_range():
     s = load_images("mnist", root="/nonexistent")
     x = s.scaled()
-    assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == torch.float32
     assert x.min().item() == -1.0 and x.max().item() == 1.0
     # same as the seed's ToTensor + Normalize([0.5], [0.5])
     from torchvision.transforms.functional import normalize, to_tensor
@@ -70,7 +122,8 @@ def test_scaling_to_unit_range():
     (lambda u: u.float().div(255).sub(0.1307).div(0.3081), "undo any Normalize"),
 ])
 def test_image_set_refuses_images_it_would_scale_wrongly(make, fix):
-    images, labels = data.load_shipped_test_split()
+    s = load_images("mnist", root="/nonexistent", split="test")
+    images, labels = s.images, s.labels
     bad = make(images[:8])
     with pytest.raises(ValueError, match="must be a uint8 tensor \\(N, 28, 28\\)") as err:
         data.ImageSet(bad, labels[:8], "mine")
@@ -94,15 +147,6 @@ def test_missing_file_names_it(tmp_path):
         read_idx(tmp_path / "train-images-idx3-ubyte", "images", "Fix me")
 
 
-def test_wrong_md5_names_the_file_and_the_fix(tmp_path):
-    path = copy_shipped(tmp_path)
-    blob = bytearray(path.read_bytes())
-    blob[-10] ^= 0xFF
-    path.write_bytes(bytes(blob))
-    with pytest.raises(DataFileError, match=r"t10k-images-idx3-ubyte\.gz is corrupt: its md5.*Restore"):
-        read_idx(path, "images", "Restore it.", data.official_md5("mnist"))
-
-
 def test_truncated_file(tmp_path):
     raw = gzip.decompress((data.SHIPPED_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())
     path = tmp_path / "my-images"
@@ -123,8 +167,8 @@ def test_corrupt_shipped_file_is_reported(monkeypatch, tmp_path):
     copy_shipped(tmp_path, "t10k-labels-idx1-ubyte.gz")
     path.write_bytes(path.read_bytes()[:1000])
     monkeypatch.setattr(data, "SHIPPED_DIR", tmp_path)
-    with pytest.raises(DataFileError, match="git checkout"):
-        data.load_shipped_test_split()
+    with pytest.raises(DataFileError, match=r"t10k-images-idx3-ubyte\.gz .*Restore the shipped files: `git checkout -- "):
+        load_images("mnist", root=tmp_path, split="test")
 
 
 def test_shuffled_batches_cover_each_epoch_once():
@@ -159,6 +203,8 @@ def test_fashion_mnist_from_debian_when_installed():
         pytest.skip("dataset-fashion-mnist is not installed")
     s = load_images("fashion-mnist", root="/nonexistent")
     assert s.images.shape == (60000, 28, 28) and s.labels.bincount().tolist() == [6000] * 10
+    test = load_images("fashion-mnist", root="/nonexistent", split="test")
+    assert test.images.shape == (10000, 28, 28) and test.labels.bincount().tolist() == [1000] * 10
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(monkeypatch, tmp_path):
@@ -168,7 +214,7 @@ def test_fashion_mnist_missing_says_how_to_get_it(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("dataset, meanwhile", [
-    ("mnist", "until then training uses the shipped MNIST test split"),
+    ("mnist", "meanwhile the course uses the MNIST files shipped with gan_helpers"),
     ("fashion-mnist", "apt-get install dataset-fashion-mnist"),
 ])
 def test_failed_download_says_why_and_what_to_do(monkeypatch, tmp_path, dataset, meanwhile):
@@ -195,17 +241,22 @@ def test_data_line_names_the_folder_as_typed_from_here(tmp_path, monkeypatch):
     # ../data/..., not the absolute path of whoever ran it last; far away, it is absolute.
     project = tmp_path / "course"
     (project / "notebooks").mkdir(parents=True)
+    raw = project / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (raw / name).symlink_to(data.SHIPPED_DIR / name)
+
+    def line():
+        return load_images("mnist", root=project / "data", split="test").source
+
     monkeypatch.chdir(project / "notebooks")
-    s = load_images("mnist", root=project / "data")
-    assert "Full MNIST not found in ../data/MNIST/raw:" in s.source
-    assert str(tmp_path) not in s.source
+    assert line() == "mnist: 10,000 test images from ../data/MNIST/raw"
     monkeypatch.chdir(project)
-    assert "not found in data/MNIST/raw:" in load_images("mnist", root=project / "data").source
+    assert line() == "mnist: 10,000 test images from data/MNIST/raw"
     elsewhere = tmp_path / "a" / "b" / "c"
     elsewhere.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
-    s = load_images("mnist", root=project / "data")
-    assert f"not found in {project / 'data' / 'MNIST' / 'raw'}:" in s.source
+    assert line() == f"mnist: 10,000 test images from {raw}"
     # one level up from a folder at the top of the filesystem is the root: absolute too
     top = Path(tmp_path.anchor)
     beside = next(
@@ -214,5 +265,4 @@ def test_data_line_names_the_folder_as_typed_from_here(tmp_path, monkeypatch):
         and p.name != tmp_path.parts[1]
     )
     monkeypatch.chdir(beside)
-    s = load_images("mnist", root=project / "data")
-    assert f"not found in {project / 'data' / 'MNIST' / 'raw'}:" in s.source
+    assert line() == f"mnist: 10,000 test images from {raw}"

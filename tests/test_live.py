@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_helpers.data import load_shipped_test_split, to_unit_range
+from gan_helpers.data import load_images, to_unit_range
 from gan_helpers.live import (
     WIDGET_STATE,
     WIDGET_VIEW,
@@ -72,7 +72,8 @@ def _trainer_with(generator, dataset="mnist"):
 
 @pytest.fixture(scope="module")
 def real_digits():
-    images, labels = load_shipped_test_split()
+    test = load_images("mnist", split="test")
+    images, labels = test.images, test.labels
     return to_unit_range(images[:256]).unsqueeze(1), labels[:256]
 
 

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from gan_helpers.data import load_shipped_test_split, to_unit_range
+from gan_helpers.data import load_images, to_unit_range
 from gan_helpers.plots import grid_image, plot_history, show_grid
 
 
 @pytest.fixture(scope="module")
 def pixels():
-    return load_shipped_test_split()[0][:16]  # uint8 (16, 28, 28), as the data loads
+    return load_images("mnist", split="test").images[:16]  # uint8 (16, 28, 28), as the data loads
 
 
 def test_grid_of_every_layout_a_batch_of_digits_comes_in(pixels):
