@@ -4,7 +4,7 @@ in plain words, which common GAN mistake it makes and how to fix it.
 In a notebook, in the manner of Kaggle's learntools:
 
     from gan_helpers.checks import generator_exercise as ex1
-    ex1.check(FCGenerator)     # prints feedback; returns a CheckResult
+    ex1.check(FCGenerator)     # prints feedback; raises NotYet until it passes
     ex1.hint()
     ex1.solution()             # the package's reference code
 
@@ -25,7 +25,7 @@ import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
@@ -54,6 +54,21 @@ class CheckResult:
 
 class Mistake(Exception):
     """Raised inside a check to report one diagnosed mistake."""
+
+
+class NotYet(AssertionError):
+    """Raised by a check cell whose exercise is not solved yet, after its feedback, so
+    that nbgrader's autograder (and any runner) counts the cell as failed."""
+
+
+_SOLUTIONS_CLOSED = False
+
+
+def close_solutions() -> None:
+    """Make every exercise's ``.solution()`` say that solutions are closed (the first
+    cell of a notebook released with ``release --no-solutions`` calls this)."""
+    global _SOLUTIONS_CLOSED
+    _SOLUTIONS_CLOSED = True
 
 
 def _linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
@@ -1063,8 +1078,26 @@ class Exercise:
     _hint: str
     _solution: tuple
 
-    def check(self, *student, quiet: bool = False) -> CheckResult:
-        """Run the check on the student's objects; print and return the result."""
+    def check(self, *student) -> CheckResult:
+        """A notebook's check cell: run the check on the student's objects, print the
+        feedback and return the result; when the exercise is not solved yet, raise
+        ``NotYet`` after the feedback, so that a runner (nbgrader) counts the cell."""
+        __tracebackhide__ = True  # IPython then shows the student's cell, not this frame
+        result = self.report(*student)
+        if not result.passed:
+            raise NotYet(f"{self.name}: not yet, see the feedback above")
+        return result
+
+    def report(self, *student) -> CheckResult:
+        """Run the check, print the feedback and return the result, passed or not."""
+        result = self.result(*student)
+        print(result)
+        if not result.passed:
+            print(f"  (stuck? {self.name}_exercise.hint(), or .solution() to see the reference)")
+        return result
+
+    def result(self, *student) -> CheckResult:
+        """Run the check on the student's objects and return the result, silently."""
         try:
             # Checks draw their own inputs from a fixed seed and leave the caller's RNG alone.
             with torch.random.fork_rng(devices=[]):
@@ -1083,16 +1116,16 @@ class Exercise:
                 if where else
                 f"what your code returned could not be checked ({type(err).__name__}: {err}): "
                 f"is it what the exercise asks for? {self.name}_exercise.hint() says."])
-        if not quiet:
-            print(result)
-            if not result.passed:
-                print(f"  (stuck? {self.name}_exercise.hint(), or .solution() to see the reference)")
         return result
 
     def hint(self) -> None:
         print(f"Hint ({self.title}): {self._hint}")
 
     def solution(self) -> None:
+        if _SOLUTIONS_CLOSED:
+            print(f"Solutions are closed for this assignment: {self.name}_exercise.hint() "
+                  "still helps.")
+            return
         print(f"Reference solution ({self.title}), from gan_helpers:\n")
         for obj in self._solution:
             print(inspect.getsource(obj))
@@ -1149,12 +1182,12 @@ EXERCISES = (generator_exercise, discriminator_exercise, losses_exercise, train_
 
 def check_generator(student: type | nn.Module) -> CheckResult:
     """Check a student's FC generator class (or instance)."""
-    return generator_exercise.check(student)
+    return generator_exercise.report(student)
 
 
 def check_discriminator(student: type | nn.Module) -> CheckResult:
     """Check a student's FC discriminator class (taking ``logits=``) or instance."""
-    return discriminator_exercise.check(student)
+    return discriminator_exercise.report(student)
 
 
 def check_losses(
@@ -1162,53 +1195,20 @@ def check_losses(
 ) -> CheckResult:
     """Check a student's ``bce(o, t)``, ``generator_loss(criterion, d_on_fake)`` and
     ``discriminator_loss(criterion, d_on_real, d_on_fake)``."""
-    return losses_exercise.check(bce, generator_loss, discriminator_loss)
+    return losses_exercise.report(bce, generator_loss, discriminator_loss)
 
 
 def check_train_step(train_step: Callable) -> CheckResult:
     """Check a student's ``train_step(generator, discriminator, opt_g, opt_d, criterion,
     real, z)``."""
-    return train_step_exercise.check(train_step)
+    return train_step_exercise.report(train_step)
 
 
 def check_dcgan_generator(student: type | nn.Module) -> CheckResult:
     """Check a student's DCGAN generator class (or instance)."""
-    return dcgan_generator_exercise.check(student)
+    return dcgan_generator_exercise.report(student)
 
 
 def check_dcgan_discriminator(student: type | nn.Module) -> CheckResult:
     """Check a student's DCGAN discriminator class (or instance)."""
-    return dcgan_discriminator_exercise.check(student)
-
-
-def grade_namespace(namespace: dict, exercises: Sequence[str] | None = None) -> list[dict]:
-    """Grade the exercises named in ``exercises`` (default: every exercise with a name
-    defined in ``namespace``, a notebook's globals). Names missing from ``namespace``
-    score 0 with a message, and so do names bound to the package's own reference code
-    (``from gan_helpers.models import FCGenerator``). Returns JSON-ready dicts."""
-    results = []
-    for exercise in EXERCISES:
-        missing = [n for n in exercise.student_names if n not in namespace]
-        if exercises is None and len(missing) == len(exercise.student_names):
-            continue  # not an exercise of this notebook
-        if exercises is not None and exercise.name not in exercises:
-            continue
-        borrowed = [n for n in exercise.student_names
-                    if getattr(namespace.get(n), "__module__", "").startswith("gan_helpers")]
-        if missing:
-            result = CheckResult(exercise.name, False, [
-                f"{', '.join(missing)} is not defined: the check looks for your code under "
-                "the name the exercise cell gives it, so keep that name."])
-        elif borrowed:
-            # The reference imported under the exercise's name would pass every check.
-            result = CheckResult(exercise.name, False, [
-                f"{', '.join(borrowed)} here is gan_helpers' own, imported rather than written "
-                "in the notebook: write your own."])
-        else:
-            result = exercise.check(*(namespace[n] for n in exercise.student_names), quiet=True)
-        results.append(
-            {"name": exercise.name, "score": result.score, "max_score": 1,
-             "feedback": " ".join(result.feedback)}
-        )
-    return results
-
+    return dcgan_discriminator_exercise.report(student)

@@ -23,6 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
+from .assignments import ASSIGNMENTS
 from .data import DATASET_NAMES, DataFileError
 from .losses import LOSS_NAMES
 from .models import MODEL_NAMES, MODEL_TITLES
@@ -205,19 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     release = sub.add_parser(
         "release", help="write student copies of solution notebooks",
         description="Replace every ### BEGIN/END SOLUTION block with a stub that raises "
-        "NotImplementedError and clear all outputs.",
+        "NotImplementedError, clear all outputs and stamp each copy with its assignment.",
     )
     release.add_argument("src", type=Path, help="a solution notebook, or a folder of them")
     release.add_argument("dest_dir", type=Path, help="folder for the student notebooks")
     release.add_argument("--force", action="store_true",
                          help="replace notebooks already in DEST_DIR (and any work in them)")
+    release.add_argument("--no-solutions", dest="solutions", action="store_false",
+                         help="the copies' .solution() says solutions are closed")
 
     grade = sub.add_parser(
-        "grade", help="run student notebooks and score their exercises",
-        description="Execute each notebook in a fresh kernel (a time limit per cell; errors "
-        "are recorded, not fatal), run every exercise's check and print the scores. Given "
-        "several notebooks (a class: returned/*/01_build_the_fc_gan.ipynb), it grades them "
-        "in turn, ends with a summary, and with --csv writes one row per notebook.",
+        "grade", help="score student notebooks' exercises, then run them",
+        description="Score every exercise of each notebook's assignment in a separate process "
+        "that runs only the notebook's imports, defs and classes, then execute the notebook "
+        "in a limited kernel for its cell errors (gan_helpers.grading says what is and is "
+        "not isolated). Given several notebooks (a class: returned/*/01_build_the_fc_gan.ipynb), "
+        "it ends with a summary, and with --csv writes one row per notebook.",
     )
     grade.add_argument("notebook", type=Path, nargs="+",
                        help="the student notebooks to grade (a class: returned/*/NAME.ipynb)")
@@ -225,8 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--csv", type=Path, default=None, metavar="FILE",
                        help="also write the scores to FILE, one row per notebook")
     grade.add_argument("--cell-timeout", type=_positive_float, default=120.0,
-                       help="seconds each of the student's cells may run (default 120); "
-                       "the checks at the end get 300 s or this, whichever is more")
+                       help="seconds each of the student's cells may run (default 120)")
+    grade.add_argument("--jobs", type=_positive_int, default=1,
+                       help="notebooks graded at a time, each in its own processes (default 1)")
+    grade.add_argument("--no-run", dest="run", action="store_false",
+                       help="score the exercises only, without executing the notebooks")
+    grade.add_argument("--assignment", default=None, choices=list(ASSIGNMENTS),
+                       help="grade as this assignment, whatever the notebooks' stamps say")
 
     export = sub.add_parser(
         "export", help="write the generator of a checkpoint as a small sampling-only file",
@@ -235,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt or its run folder")
     export.add_argument("--out", type=Path, required=True,
                         help="the file to write, e.g. generator.pt; sample and evaluate read it")
+
+    diagrams = sub.add_parser(
+        "diagrams", help="draw the GAN and DCGAN pictures (gan_helpers.diagrams) as PNG files")
+    diagrams.add_argument("--out", type=Path, default=Path("images"),
+                          help="folder to write gan_diagram.png and dcgan_diagram.png (default images/)")
 
     tidy = sub.add_parser(
         "tidy-notebooks", help="drop saved widget state that no notebook output shows",
@@ -414,10 +428,19 @@ def _run_train_classifier(args) -> int:
     return 0
 
 
+def _run_diagrams(args) -> int:
+    from .diagrams import save_diagrams
+
+    for path in save_diagrams(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _run_release(args) -> int:
     from .assignments import BEGIN, release
 
-    for path, removed in release(args.src, args.dest_dir, overwrite=args.force).items():
+    released = release(args.src, args.dest_dir, overwrite=args.force, solutions=args.solutions)
+    for path, removed in released.items():
         print(f"released {path}" + ("" if removed else
               f"  (note: no '{BEGIN}' in it, so nothing was removed; outputs cleared)"))
     return 0
@@ -426,7 +449,7 @@ def _run_release(args) -> int:
 def _run_grade(args) -> int:
     import json
 
-    from .assignments import format_report, grade_class, write_grades_csv
+    from .grading import format_report, grade_class, write_grades_csv
 
     def show(report: dict) -> None:
         if "error" in report:
@@ -436,7 +459,8 @@ def _run_grade(args) -> int:
         else:
             print(format_report(report) + ("\n" if len(args.notebook) > 1 else ""), flush=True)
 
-    reports = grade_class(args.notebook, cell_timeout=args.cell_timeout, log=show)
+    reports = grade_class(args.notebook, cell_timeout=args.cell_timeout, jobs=args.jobs,
+                          assignment=args.assignment, run=args.run, log=show)
     if len(reports) > 1 and not args.json:
         width = max(len(r["notebook"]) for r in reports)
         print(f"Summary, {len(reports)} notebooks:")
@@ -497,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": _run_train, "sample": _run_sample, "download": _run_download,
             "release": _run_release, "grade": _run_grade, "evaluate": _run_evaluate,
             "train-classifier": _run_train_classifier, "tidy-notebooks": _run_tidy_notebooks,
-            "export": _run_export,
+            "export": _run_export, "diagrams": _run_diagrams,
         }
         return run[args.command](args)
     except (ValueError, DataFileError, CheckpointError, TrainingDiverged, OSError) as err:

@@ -1,0 +1,234 @@
+"""The grader, attacked as a clever student would: every cheat scores 0 for the exercise
+it cheats on, with feedback that says why, and no notebook changes its own score."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gan_helpers import grading
+from gan_helpers.assignments import STAMP_KEY, release
+
+SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "assignments"
+FC = SOLUTIONS / "01_build_the_fc_gan.ipynb"
+
+
+def solution_cells(path=FC) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def replace_cell(cells: list[str], marker: str, new: str) -> list[str]:
+    """``cells`` with the cell that contains ``marker`` replaced by ``new``."""
+    hits = [i for i, c in enumerate(cells) if marker in c]
+    assert len(hits) == 1, marker
+    return cells[:hits[0]] + [new] + cells[hits[0] + 1:]
+
+
+def score(cells: list[str], exercise: str, seconds: float = 60) -> dict:
+    (result,) = grading.score_exercises(cells, [exercise], seconds=seconds)
+    return result
+
+
+STUB_GENERATOR = """class FCGenerator(nn.Module):
+    def __init__(self, latent_dim=100):
+        super().__init__()
+        raise NotImplementedError("your code here")
+"""
+
+
+@pytest.fixture(scope="module")
+def solved():
+    return grading.score_exercises(solution_cells(), ["generator", "discriminator", "losses", "train_step"])
+
+
+def test_the_solutions_score_full_marks_out_of_process(solved):
+    assert [(r["name"], r["score"], r["max_score"]) for r in solved] == [
+        ("generator", 1, 1), ("discriminator", 1, 1), ("losses", 1, 1), ("train_step", 1, 1)]
+
+
+@pytest.mark.parametrize("cheat", [
+    # the checks replaced by a top-level statement: the grader never runs it
+    "import gan_helpers.checks as c\nc.Exercise.result = lambda self, *a: c.CheckResult(self.name, True, [])",
+    # print and json shadowed, as once rewrote the kernel's printed scores
+    "import json\nprint = lambda *a, **k: None\njson.dumps = lambda *a, **k: '[{\"score\": 20}]'",
+    # a forged line of scores printed by the notebook itself
+    "print('__GAN_COURSE_SCORES__' + '[{\"name\": \"generator\", \"score\": 1}]')",
+])
+def test_top_level_statements_cannot_change_a_score(cheat):
+    cells = replace_cell(solution_cells(), "class FCGenerator(", STUB_GENERATOR) + [cheat]
+    result = score(cells, "generator")
+    assert result["score"] == 0 and "not implemented yet" in result["feedback"]
+
+
+@pytest.mark.parametrize("exercise, code, why", [
+    ("generator", "import gan_helpers\nclass FCGenerator(gan_helpers.models.FCGenerator):\n    pass",
+     "FCGenerator is, or is built on, gan_helpers' FCGenerator: write your own."),
+    ("generator", "from gan_helpers.models import FCGenerator",
+     "FCGenerator is, or is built on, gan_helpers' FCGenerator"),
+    ("train_step", "import gan_helpers.training\ndef train_step(*a):\n    return gan_helpers.training.train_step(*a)",
+     "your code calls gan_helpers' own implementation (training.train_step)"),
+    ("train_step", "import functools, gan_helpers.training\n"
+                   "def train_step(*a):\n    return functools.partial(gan_helpers.training.train_step)(*a)",
+     "your code calls gan_helpers' own implementation (training.train_step)"),
+    ("train_step", "import gan_helpers.training\ntrain_step = lambda *a: gan_helpers.training.train_step(*a)",
+     "train_step is not defined by a def or class statement"),
+    ("train_step", "import functools, gan_helpers.training\n"
+                   "train_step = functools.partial(gan_helpers.training.train_step)",
+     "train_step is not defined by a def or class statement"),
+    ("train_step", "from gan_helpers.training import train_step",
+     "train_step is not a function written in the notebook (it comes from gan_helpers.training)"),
+    ("generator", "import gan_helpers\nclass FCGenerator(nn.Module):\n"
+                  "    def __init__(self, latent_dim=100):\n        super().__init__()\n"
+                  "        self.g = gan_helpers.models.FCGenerator(latent_dim)\n"
+                  "    def forward(self, z):\n        return self.g(z)",
+     "your code calls gan_helpers' own implementation (models.__init__)"),
+])
+def test_borrowed_work_scores_zero(exercise, code, why):
+    marker = {"generator": "class FCGenerator(", "train_step": "def train_step("}[exercise]
+    result = score(replace_cell(solution_cells(), marker, code), exercise)
+    assert result["score"] == 0 and why in result["feedback"], result
+
+
+def test_code_that_changes_the_checks_while_checked_scores_zero():
+    # A generator without tanh whose constructor disables the tanh check: the check
+    # would pass, but the grader sees its module changed.
+    code = ("import gan_helpers.checks\nclass FCGenerator(nn.Module):\n"
+            "    def __init__(self, latent_dim=100):\n        super().__init__()\n"
+            "        gan_helpers.checks._check_tanh_output = lambda *a: None\n"
+            "        self.net = nn.Sequential(nn.Linear(latent_dim, 128), nn.LeakyReLU(0.2), "
+            "nn.Linear(128, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2), "
+            "nn.Linear(512, 784))\n"
+            "    def forward(self, z):\n        return self.net(z).view(-1, 1, 28, 28)")
+    result = score(replace_cell(solution_cells(), "class FCGenerator(", code), "generator")
+    assert result["score"] == 0
+    assert "changed the grader's or PyTorch's own objects" in result["feedback"]
+    assert "gan_helpers.checks._check_tanh_output" in result["feedback"]
+
+
+def test_code_run_while_defining_is_not_run():
+    code = ("import gan_helpers.checks as c\n"
+            "def cheat(f):\n    c.Exercise.result = lambda self, *a: c.CheckResult(self.name, True, [])\n"
+            "    return f\n"
+            "@cheat\ndef train_step(*a):\n    raise NotImplementedError")
+    cells = replace_cell(solution_cells(), "def train_step(", code)
+    assert score(cells, "train_step")["score"] == 0
+    notes = grading.definitions(cells)[1]
+    assert any("`train_step` was not run by the grader" in n for n in notes)
+
+
+def test_a_forged_result_or_an_exit_scores_zero():
+    # The student's step writes a result where the checked process would, then ends it.
+    code = ("import os\ndef train_step(*a):\n"
+            "    for fd in range(3, 20):\n"
+            "        try:\n            os.write(fd, b'{\"name\": \"losses\", \"score\": 1}')\n"
+            "        except OSError:\n            pass\n"
+            "    os._exit(0)")
+    result = score(replace_cell(solution_cells(), "def train_step(", code), "train_step")
+    assert result["score"] == 0 and "ended without a result" in result["feedback"]
+
+
+def test_an_endless_check_is_stopped():
+    code = "def train_step(*a):\n    while True:\n        pass"
+    result = score(replace_cell(solution_cells(), "def train_step(", code), "train_step", seconds=5)
+    assert result["score"] == 0 and "did not finish within 5 s" in result["feedback"]
+
+
+def test_the_parent_clamps_scores_and_refuses_a_second_line_of_scores(monkeypatch):
+    line = grading._WORKER_MARK + json.dumps([{"name": "generator", "score": 20, "feedback": ""}])
+    outputs = iter([line, line + "\n" + line])
+
+    def fake_run(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout=next(outputs) + "\n", stderr="")
+
+    monkeypatch.setattr(grading.subprocess, "run", fake_run)
+    assert grading.score_exercises([], ["generator", "losses"]) == [
+        {"name": "generator", "score": 1, "max_score": 1, "feedback": ""},
+        {"name": "losses", "score": 0, "max_score": 1, "feedback": "no score reported"}]
+    second = grading.score_exercises([], ["generator"])
+    assert second[0]["score"] == 0 and "2 lines of scores" in second[0]["feedback"]
+
+
+def stamped(tmp_path, edit=None, name="returned.ipynb") -> Path:
+    release(FC, tmp_path / "released")
+    nb = nbformat.read(tmp_path / "released" / FC.name, as_version=4)
+    solution = nbformat.read(FC, as_version=4)
+    for cell, solved_cell in zip(nb.cells, solution.cells):
+        cell.source = solved_cell.source  # a student who solved everything
+    if edit:
+        edit(nb)
+    nbformat.write(nb, tmp_path / name)
+    return tmp_path / name
+
+
+def test_the_assignment_decides_what_is_graded(tmp_path):
+    def drop_train_step(nb):
+        nb.cells = [c for c in nb.cells if "train_step" not in c.source]
+        nb.metadata[STAMP_KEY]["exercises"] = ["generator"]  # and the stamp edited to match
+    report = grading.grade(stamped(tmp_path, drop_train_step), run=False)
+    assert report["assignment"] == "01_build_the_fc_gan"
+    assert [(e["name"], e["score"]) for e in report["exercises"]] == [
+        ("generator", 1), ("discriminator", 1), ("losses", 1), ("train_step", 0)]
+    assert (report["score"], report["max_score"]) == (3, 4)
+    assert "train_step is not defined" in report["exercises"][3]["feedback"]
+    assert any("stamp was edited" in n for n in report["notes"])
+
+
+def test_a_notebook_without_its_stamp(tmp_path):
+    def unstamp(nb):
+        del nb.metadata[STAMP_KEY]
+    # named as the assignment: graded as it, with a note
+    by_name = grading.grade(stamped(tmp_path, unstamp, name=FC.name), run=False)
+    assert by_name["score"] == 4 and any("no assignment stamp" in n for n in by_name["notes"])
+    # named otherwise: reported, not graded, unless the teacher names the assignment
+    anonymous = stamped(tmp_path, unstamp)
+    with pytest.raises(ValueError, match="names no assignment.*--assignment NAME"):
+        grading.grade(anonymous, run=False)
+    assert grading.grade(anonymous, assignment="01_build_the_fc_gan", run=False)["score"] == 4
+
+
+def test_release_stamps_and_can_close_the_solutions(tmp_path):
+    release(FC, tmp_path / "open")
+    release(FC, tmp_path / "closed", solutions=False)
+    opened = nbformat.read(tmp_path / "open" / FC.name, as_version=4)
+    closed = nbformat.read(tmp_path / "closed" / FC.name, as_version=4)
+    assert opened.metadata[STAMP_KEY] == {"assignment": "01_build_the_fc_gan", "exercises": [
+        "generator", "discriminator", "losses", "train_step"], "solutions": True}
+    assert closed.metadata[STAMP_KEY]["solutions"] is False
+    first = next(c for c in closed.cells if c.cell_type == "code").source
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run(["python", "-c", first + "\ngenerator_exercise.solution()"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert "Solutions are closed for this assignment" in out and "class" not in out
+
+
+def test_release_refuses_a_notebook_whose_stamp_disagrees(tmp_path):
+    nb = nbformat.read(FC, as_version=4)
+    nb.metadata[STAMP_KEY]["exercises"] = ["generator"]
+    nbformat.write(nb, tmp_path / FC.name)
+    with pytest.raises(ValueError, match="its stamp lists the exercises"):
+        release(tmp_path / FC.name, tmp_path / "out")
+
+
+BAD_CELLS = {
+    "endless": "while True:\n    pass",
+    "sleep": "import time\ntime.sleep(10**6)",
+    "memory": "import torch\nbig = torch.empty(20 * 1024**3, dtype=torch.uint8).fill_(1)",
+    # linear, not exponential: each child sleeps; the process limit stops the loop
+    "processes": "import os, time\nfor _ in range(2000):\n    if os.fork() == 0:\n"
+                 "        time.sleep(600)\n        os._exit(0)",
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_a_hostile_notebook_costs_its_own_cells_only(tmp_path):
+    path = stamped(tmp_path, lambda nb: nb.cells.extend(
+        nbformat.v4.new_code_cell(code) for code in BAD_CELLS.values()))
+    report = grading.grade(path, cell_timeout=10)
+    assert report["score"] == 4  # scored before it ran, and out of its reach
+    errors = "\n".join(report["cell_errors"])
+    assert "TimeoutError" in errors or "CellTimeoutError" in errors
+    assert "memory" in errors.lower()
+    assert "BlockingIOError" in errors or "Resource temporarily unavailable" in errors
