@@ -368,6 +368,7 @@ def _run_train(args) -> int:
               f"D(x) {h['d_real'][-1]:.2f}, D(G(z)) {h['d_fake'][-1]:.2f}")
     print(f"sample grids: {trainer.out_dir}/step_*.png")
     print(f"early vs late: {trainer.out_dir / 'early_vs_late.png'}")
+    print(f"training film: {trainer.out_dir / 'training.gif'}")
     print(f"checkpoint: {trainer.checkpoint_path}  (continue with --resume)")
     return 130 if trainer.interrupted else 0
 

@@ -508,12 +508,17 @@ def _run(request: dict) -> list[str]:
     except Exception as err:  # the kernel died (out of memory, say) or could not start
         errors.append(f"the notebook could not be run to the end: {type(err).__name__}: "
                       f"{str(err).splitlines()[0] if str(err) else ''}")
+    found = []
     for index, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                errors.insert(len(errors) - bool(errors and "could not be run" in errors[-1]),
-                              f"cell {index + 1}: {out.get('ename')}: {out.get('evalue')}")
-    return errors
+            if out.get("output_type") != "error":
+                continue
+            if out.get("ename") == "KeyboardInterrupt":  # nbclient interrupts at the limit
+                found.append(f"cell {index + 1}: stopped at its {request['cell_timeout']:.0f}-s "
+                             "limit (an endless loop, or a long wait?)")
+            else:
+                found.append(f"cell {index + 1}: {out.get('ename')}: {out.get('evalue')}")
+    return found + errors
 
 
 # ------------------------------------------------------------------ grade, grade_class

@@ -91,7 +91,8 @@ class LiveDashboard:
         self.class_view = widgets.HTML()
         self.grid = widgets.Image(format="png", layout=widgets.Layout(width="300px"))
         self.curves = widgets.Image(format="png", layout=widgets.Layout(width="620px"))
-        self._row = widgets.HBox([self.grid, self.curves])
+        # Hidden until the first drawing: an Image without a picture shows a broken icon.
+        self._row = widgets.HBox([self.grid, self.curves], layout=widgets.Layout(display="none"))
         self.widget = widgets.VBox([self.status, self._row, self.class_view])
         self._figure, self._axes = new_figure(2, (8, 2.8))
         self._handle = None
@@ -136,6 +137,7 @@ class LiveDashboard:
         if self.updates % 10 == 0:  # the layout barely moves between redraws
             self._figure.tight_layout()
         self.curves.value = figure_png(self._figure)
+        self._row.layout.display = None
         if self.classes:
             self.class_view.value = self._class_report(trainer)
         self.updates += 1

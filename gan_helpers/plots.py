@@ -168,6 +168,33 @@ def early_vs_late(early: str | os.PathLike, late: str | os.PathLike, out: str | 
     return Path(out)
 
 
+def training_film(grids: Sequence[str | os.PathLike], out: str | os.PathLike,
+                  frame_ms: int = 250, max_frames: int = 60) -> Path:
+    """An animated GIF of a run's fixed-noise grids (``trainer.saved_grids``, the
+    ``step_*.png`` files), each frame labelled with its step, the last one held longer;
+    at most ``max_frames`` frames, evenly spaced, first and last kept. Writes ``out``."""
+    from PIL import Image, ImageDraw
+
+    grids = [Path(p) for p in grids]
+    if not grids:
+        raise ValueError("no grids to make a film of: train with an out_dir first "
+                         "(the trainer saves one grid every sample_interval steps)")
+    if len(grids) > max_frames:
+        picks = sorted({round(i * (len(grids) - 1) / (max_frames - 1)) for i in range(max_frames)})
+        grids = [grids[i] for i in picks]
+    frames = []
+    for path in grids:
+        picture = Image.open(path).convert("L")
+        frame = Image.new("L", (picture.width, picture.height + 18), 255)
+        frame.paste(picture, (0, 18))
+        step = path.stem.replace("step_", "").lstrip("0") or "0"
+        ImageDraw.Draw(frame).text((2, 3), f"step {step}", fill=0)
+        frames.append(frame)
+    durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 8]
+    frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return Path(out)
+
+
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """A matplotlib figure as PNG bytes (for an ipywidgets Image)."""
     import io

@@ -494,7 +494,7 @@ class GANTrainer:
     """Trains a generator and a discriminator with the seed's step.
 
     data: an ImageSet (default: ``load_images(config.dataset)``).
-    out_dir: where sample grids (``step_*.png``, ``early_vs_late.png``) and
+    out_dir: where sample grids (``step_*.png``, ``early_vs_late.png``, ``training.gif``) and
     ``checkpoint.pt`` go; None writes nothing.
     checkpoint_every: seconds between periodic checkpoints (one is also written at the
     end and on Ctrl-C / kernel interrupt).
@@ -746,6 +746,7 @@ class GANTrainer:
                 self.save_grid()
             self.save_checkpoint()  # first: a figure that fails must not cost the training
             self.save_early_vs_late()
+            self.save_film()
         if hooks:
             self._call_hooks(hooks, final=True)
         if self.interrupted:
@@ -865,6 +866,15 @@ class GANTrainer:
         path = self.out_dir / "early_vs_late.png"
         early_vs_late(grids[0], grids[-1], path)
         return path
+
+    def save_film(self) -> Path | None:
+        """The run's saved grids as an animated GIF, ``out_dir/training.gif``."""
+        grids = [p for p in self.saved_grids if p.exists()]
+        if self.out_dir is None or not grids:
+            return None
+        from .plots import training_film
+
+        return training_film(grids, self.out_dir / "training.gif")
 
     # --------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -986,9 +996,9 @@ def _is_terminal(stream: object) -> bool:
 
 
 def _run_files(folder: Path) -> list[Path]:
-    """The files a run writes into its folder: checkpoint.pt, early_vs_late.png and the
-    step_*.png grids, those that exist."""
-    named = [folder / "checkpoint.pt", folder / "early_vs_late.png"]
+    """The files a run writes into its folder: checkpoint.pt, early_vs_late.png,
+    training.gif and the step_*.png grids, those that exist."""
+    named = [folder / "checkpoint.pt", folder / "early_vs_late.png", folder / "training.gif"]
     return [p for p in named if p.exists()] + sorted(folder.glob("step_*.png"))
 
 

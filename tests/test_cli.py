@@ -159,6 +159,7 @@ def test_resume_from_a_run_folder(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "checkpoint.pt", "early_vs_late.png", "step_0000002.png", "step_0000004.png",
+        "training.gif",
     ]
 
 

@@ -229,6 +229,6 @@ def test_a_hostile_notebook_costs_its_own_cells_only(tmp_path):
     report = grading.grade(path, cell_timeout=10)
     assert report["score"] == 4  # scored before it ran, and out of its reach
     errors = "\n".join(report["cell_errors"])
-    assert "TimeoutError" in errors or "CellTimeoutError" in errors
+    assert errors.count("stopped at its 10-s limit") == 2  # the loop and the sleep
     assert "memory" in errors.lower()
     assert "BlockingIOError" in errors or "Resource temporarily unavailable" in errors

@@ -129,7 +129,10 @@ def test_a_run_ends_in_one_static_picture_and_closed_widgets(monkeypatch, mnist_
     config = TrainConfig.for_recipe("course", batch_size=64, sample_interval=1000)
     trainer = GANTrainer(config, data=mnist_small, out_dir=tmp_path, log=lambda _: None)
     dash = LiveDashboard("run", updates_per_second=1e-6)  # due once, then only at the end
+    # no picture yet: the images are hidden rather than shown as broken icons
+    assert dash._row.layout.display == "none"
     trainer.fit(steps=3, hooks=[dash], progress=False)
+    assert dash._row.layout.display is None and dash.grid.value[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert dash.updates == 2  # the first step and the final redraw; the throttle held the rest
     assert shown[0] is dash.widget  # shown live, in place, once

@@ -66,3 +66,21 @@ def test_plot_history_curves_start_at_step_one_as_running_means():
     one_step = {k: [0.7] for k in ("g_loss", "d_loss", "d_real", "d_fake")}
     g_line = plot_history(one_step).axes[0].lines[0]
     assert list(g_line.get_xdata()) == [1] and g_line.get_marker() == "."  # a dot, visible
+
+
+def test_training_film_keeps_first_and_last_and_refuses_nothing(tmp_path, pixels):
+    from PIL import Image
+
+    from gan_helpers.plots import training_film
+
+    grids = []
+    for step in range(1, 11):
+        path = tmp_path / f"step_{step:07d}.png"
+        Image.fromarray(pixels[step % 16].numpy()).save(path)
+        grids.append(path)
+    film = Image.open(training_film(grids, tmp_path / "film.gif", frame_ms=100, max_frames=4))
+    assert film.n_frames == 4 and film.size == (28, 46)  # 28 px and an 18-px label
+    durations = [film.seek(i) or film.info["duration"] for i in range(4)]
+    assert durations == [100, 100, 100, 800]  # the last frame stays up longer
+    with pytest.raises(ValueError, match="no grids to make a film of"):
+        training_film([], tmp_path / "none.gif")

@@ -349,17 +349,19 @@ def test_a_new_run_moves_the_run_before_it_aside(tmp_path, mnist_small):
     run(2)
     previous = tmp_path / "previous"
     assert (previous / "checkpoint.pt").read_bytes() == first
-    assert _names(previous) == ["checkpoint.pt", "early_vs_late.png",
-                                "step_0000001.png", "step_0000002.png", "step_0000003.png"]
+    assert _names(previous) == ["checkpoint.pt", "early_vs_late.png", "step_0000001.png",
+                                "step_0000002.png", "step_0000003.png", "training.gif"]
     # The folder now holds the new run alone: no grid of the old one mixed in.
-    assert _names(tmp_path) == ["checkpoint.pt", "early_vs_late.png", "step_0000001.png", "step_0000002.png"]
+    assert _names(tmp_path) == ["checkpoint.pt", "early_vs_late.png", "step_0000001.png",
+                                "step_0000002.png", "training.gif"]
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
     assert said[-1].startswith(f"{tmp_path} held another run's files; moved them to {previous}")
     resumed = GANTrainer.from_checkpoint(previous / "checkpoint.pt", data=mnist_small)
     assert resumed.step == 3 and resumed.out_dir == previous
 
     run(1)  # one earlier run is kept: the next new run replaces it
-    assert _names(previous) == ["checkpoint.pt", "early_vs_late.png", "step_0000001.png", "step_0000002.png"]
+    assert _names(previous) == ["checkpoint.pt", "early_vs_late.png", "step_0000001.png",
+                                "step_0000002.png", "training.gif"]
     assert load_checkpoint(previous / "checkpoint.pt")["step"] == 2
 
 
@@ -368,7 +370,8 @@ def test_continuing_a_run_leaves_its_folder_alone(tmp_path, mnist_small):
     t = GANTrainer.from_checkpoint(tmp_path / "checkpoint.pt", data=mnist_small)
     t.fit(steps=4, progress=False)
     assert not (tmp_path / "previous").exists()
-    assert _names(tmp_path) == ["checkpoint.pt", "early_vs_late.png", "step_0000002.png", "step_0000004.png"]
+    assert _names(tmp_path) == ["checkpoint.pt", "early_vs_late.png", "step_0000002.png",
+                                "step_0000004.png", "training.gif"]
 
 
 def test_resuming_a_run_kept_in_previous_says_where_it_lives(tmp_path, mnist_small):
@@ -469,6 +472,9 @@ def test_hooks_grids_and_early_vs_late(tmp_path, mnist_small):
     from PIL import Image
 
     assert Image.open(tmp_path / "step_0000004.png").size == (242, 242)  # 8x8 grid of 28px + padding
+    film = Image.open(tmp_path / "training.gif")  # the three grids, in order, labelled
+    assert film.n_frames == 3 and film.size == (242, 260)
+    assert [film.seek(i) or film.info["duration"] for i in range(3)] == [250, 250, 2000]
 
 
 def test_stopping_rules(mnist_small):

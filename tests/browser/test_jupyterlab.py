@@ -62,6 +62,11 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT / "notebooks", work / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     (work / "images").mkdir()
+    # JupyterLab's own setting turns its "news" prompt off, which else covers a corner
+    # of every screenshot.
+    settings = work / ".lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     port, token = _free_port(), "gan-course-browser-check"
     env = {**os.environ, "GAN_COURSE_FAST": "1"}
     server = subprocess.Popen(
@@ -69,6 +74,7 @@ def lab(tmp_path_factory):
          f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={work}", "--ServerApp.port_retries=0",
          "--LabApp.news_url=", "--KernelManager.transport_encryption=auto",  # as `make lab`
+         f"--LabApp.user_settings_dir={work / '.lab-settings'}",
          ] + (["--allow-root"] if os.geteuid() == 0 else []),
         cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -160,8 +166,6 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.25):
 def _screenshot_dashboard(driver, relative: str) -> Path:
     """Scroll the live dashboard into view and save a screenshot of it mid-training."""
     driver.execute_script(
-        "for (const b of document.querySelectorAll('.jp-toast-button')) {"
-        "  if (b.textContent.trim() === 'No') b.click(); }"  # the news prompt covers a corner
         "const img = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .widget-image');"
         "const cell = img && img.closest('.jp-Cell');"
         "if (cell) cell.scrollIntoView({block: 'start'});"
