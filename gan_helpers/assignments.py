@@ -115,7 +115,9 @@ def _student_copy(src: Path, solutions: bool = True) -> tuple[nbformat.NotebookN
     return nb, removed
 
 
-def release_notebook(src: str | os.PathLike, dest: str | os.PathLike, solutions: bool = True) -> int:
+def release_notebook(
+    src: str | os.PathLike, dest: str | os.PathLike, solutions: bool = True
+) -> int:
     """Write the student copy of one notebook; returns the number of solutions removed."""
     import nbformat
 

@@ -9,6 +9,14 @@ PNG of its last state, so an executed or saved notebook still shows the result.
 
     dash = LiveDashboard()
     trainer.fit(seconds=120, hooks=[dash])
+
+A loop written out by hand feeds the same dashboard through a ``LoopLog``:
+
+    log, dash = LoopLog(generator), LiveDashboard("my loop")
+    for step, (real, _) in enumerate(loader, 1):
+        ...  # G's step, then D's
+        dash(log.record(step, g_loss, d_loss, d_real, d_fake))
+    dash(log.record(step, g_loss, d_loss, d_real, d_fake, final=True))
 """
 
 from __future__ import annotations
@@ -220,6 +228,52 @@ class LiveDashboard:
                 "the logits loss."
             )
         return f"<div style='font-size:12px'>{bars}<br>{text}{warning}</div>"
+
+
+class LoopLog:
+    """What ``LiveDashboard`` reads from a ``GANTrainer``, for a hand-written loop: the
+    history of the four numbers, the generator and a fixed batch of noise.
+
+    generator: G, taking noise (N, latent_dim) to images (N, 1, 28, 28) in [-1, 1].
+    ``record(...)`` appends one step and returns the event to pass to the dashboard.
+    """
+
+    def __init__(self, generator: torch.nn.Module, n_samples: int = 64, seed: int = 0,
+                 dataset: str = "mnist", steps_per_epoch: int | None = None) -> None:
+        from types import SimpleNamespace
+
+        from .training import HISTORY_KEYS
+
+        self.sampler = generator
+        self.device = device_of(generator)
+        latent_dim = noise_size(generator)
+        self.config = SimpleNamespace(dataset=dataset, latent_dim=latent_dim)
+        self.fixed_noise = torch.randn(n_samples, latent_dim,
+                                       generator=torch.Generator().manual_seed(seed)).to(self.device)
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.steps_per_epoch = steps_per_epoch
+        self.interrupted = False
+
+    def fixed_samples(self) -> torch.Tensor:
+        """G's images for the fixed noise, in eval mode: (n_samples, 1, 28, 28), on the CPU."""
+        was_training = self.sampler.training
+        self.sampler.eval()
+        with torch.no_grad():
+            samples = self.sampler(self.fixed_noise).cpu()
+        self.sampler.train(was_training)
+        return samples
+
+    def record(self, step: int, g_loss, d_loss, d_real, d_fake, final: bool = False):
+        """Append one step's G and D losses and mean D(x) and D(G(z)) (tensors or
+        floats) to the history; returns the ``TrainEvent`` for the dashboard."""
+        from .training import TrainEvent
+
+        values = [float(v) for v in (g_loss, d_loss, d_real, d_fake)]
+        if not final:
+            for key, value in zip(self.history, values):
+                self.history[key].append(value)
+        epoch = step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+        return TrainEvent(self, step, epoch, *values, final=final)
 
 
 def latent_explorer(

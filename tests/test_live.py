@@ -203,3 +203,28 @@ def test_latent_explorer_redraws_on_a_slider_and_restarts_on_the_button():
     # Drawn in eval mode (BatchNorm cannot normalise a batch of one), then handed back
     # in the mode it came in.
     assert generator.training
+
+
+def test_a_hand_written_loop_feeds_the_dashboard(monkeypatch):
+    import IPython.display
+
+    from gan_helpers.live import LoopLog
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, display_id=False: shown.append(obj) or None)
+    monkeypatch.setattr("gan_helpers.live._jupyter_kernel", lambda: True)
+    torch.manual_seed(0)
+    generator = FCGenerator()
+    log = LoopLog(generator, n_samples=16, steps_per_epoch=4)
+    dash = LiveDashboard("loop", classes=False)
+    for step in range(1, 4):
+        dash(log.record(step, torch.tensor(0.7), 0.69, torch.tensor(0.5), 0.4 + step / 100))
+    event = log.record(3, 0.7, 0.69, 0.5, 0.43, final=True)
+    dash(event)
+    assert log.history["d_fake"] == pytest.approx([0.41, 0.42, 0.43])  # the final call adds none
+    assert event.epoch == 0.75 and event.samples().shape == (16, 1, 28, 28)
+    assert generator.training  # drawn in eval mode, handed back as it was
+    assert dash.updates == 2 and "step 3" in dash.status.value
+    # the same fixed noise every time: the film of a loop shows the same digits forming
+    assert torch.equal(log.fixed_samples(), event.samples())
