@@ -28,6 +28,10 @@ place of the ones the sampler recomputes for it (``standing_statistics``).
 in which it differs from the seed's recipe, the course recipe with that one choice set
 back to the seed's value (``ablation_variants``): what each choice buys.
 
+``--additions fc`` (or ``dcgan``) goes the other way: the seed's recipe, then the course's
+in-memory batches with the seed's values, then each course choice added in turn, so the
+last row is the course recipe (``addition_variants``).
+
 ``--steps`` scores at step counts instead of wall-clock budgets. Those figures do not
 depend on how fast the machine runs at the moment, so runs may share it: ``--jobs J``
 trains J runs at a time in separate processes, one thread each (``--threads``), and
@@ -91,6 +95,27 @@ def ablation_variants(model: str) -> dict[str, dict]:
             variants[f"minus {key}"] = {key: SEED_RECIPE[key]}
     if model == "dcgan":
         variants["minus d_width"] = {"d_width": TrainConfig(model="dcgan").width}
+    return variants
+
+
+def addition_variants(model: str) -> dict[str, dict]:
+    """From the seed's recipe of ``model`` to the course's, one choice at a time, as
+    label -> TrainConfig options (cumulative)."""
+    course = COURSE_DCGAN if model == "dcgan" else COURSE_FC
+    options = {"recipe": "course", "model": model, **SEED_RECIPE}
+    if model == "dcgan":
+        options["d_width"] = TrainConfig(model="dcgan").width  # the seed's D is as wide as G
+    variants = {f"seed {model.upper()}": {"recipe": "seed", "model": model},
+                "+ in-memory batches": dict(options)}
+    choices = [k for k in course if k != "augment_ramp" and SEED_RECIPE[k] != course[k]]
+    for key in choices:
+        options[key] = course[key]
+        if key == "augment":
+            options["augment_ramp"] = course["augment_ramp"]
+        variants[f"+ {key}"] = dict(options)
+    if model == "dcgan":
+        options.pop("d_width")
+        variants["+ d_width"] = dict(options)
     return variants
 
 
@@ -190,6 +215,9 @@ def main() -> None:
     parser.add_argument("--ablation", choices=["fc", "dcgan"], default=None,
                         help="the course recipe of this model and, for each choice it makes, "
                         "the same recipe with that choice set back to the seed's")
+    parser.add_argument("--additions", choices=["fc", "dcgan"], default=None,
+                        help="the seed's recipe of this model, then the course's choices "
+                        "added one at a time")
     parser.add_argument("--raw", action="store_true",
                         help="also score G itself where the recipe samples from its average")
     parser.add_argument("--g-statistics", action="store_true",
@@ -212,7 +240,8 @@ def main() -> None:
                         "images/runs/quality_vs_time.png, so a partial run keeps README's)")
     args = parser.parse_args()
     if args.plot is None:
-        full_run = not args.variants and not args.ablation and sorted(args.recipes) == sorted(RECIPES)
+        full_run = (not args.variants and not args.ablation and not args.additions
+                    and sorted(args.recipes) == sorted(RECIPES))
         args.plot = Path("images" if full_run else "images/runs") / "quality_vs_time.png"
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--jobs and --threads must be at least 1")
@@ -238,6 +267,8 @@ def main() -> None:
         runs.setdefault(base, RECIPES[base])
         for label, options in ablation_variants(args.ablation).items():
             runs[f"{base} {label}"] = {**RECIPES[base], **options}
+    if args.additions:
+        runs.update(addition_variants(args.additions))
     by = "steps" if args.steps else "seconds"
     threads = args.threads or (1 if args.jobs > 1 else torch.get_num_threads())
     torch.set_num_threads(threads)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -63,6 +63,11 @@ def _grid_png(images: torch.Tensor, scale: int = 2) -> bytes:
     return buf.getvalue()
 
 
+def _samples_png(event) -> bytes:
+    """The dashboard's default picture: the grid of G's fixed-noise samples, as PNG."""
+    return _grid_png(event.samples())
+
+
 class LiveDashboard:
     """Samples from a fixed noise batch, the G and D loss curves, and mean D(x) and
     D(G(z)) with the 0.5 line, updated while ``GANTrainer.fit`` runs.
@@ -76,11 +81,13 @@ class LiveDashboard:
     also shows which digits 256 fixed samples look like, and warns in plain words when
     a digit has vanished from them (mode collapse). Outside Jupyter (a script run with
     ``python``) it prints a status line every ``TEXT_INTERVAL`` seconds instead.
+    ``picture``, a function of the event that returns PNG bytes, replaces the grid of
+    samples (the 2-D toy GAN draws its points and D's surface with it).
     """
 
     def __init__(
         self, title: str = "Training", updates_per_second: float = 2.0, classes: bool = True,
-        max_draw_share: float = 0.2,
+        max_draw_share: float = 0.2, picture: Callable[[Any], bytes] | None = None,
     ) -> None:
         import ipywidgets as widgets
 
@@ -90,6 +97,7 @@ class LiveDashboard:
             raise ValueError(f"updates_per_second must be a positive number (about 2 keeps "
                              f"the kernel responsive), got {updates_per_second}")
         self.title = title
+        self.picture = picture or _samples_png
         self.min_interval = 1.0 / updates_per_second
         self.max_draw_share = max_draw_share
         self._draw_cost = 0.0
@@ -140,7 +148,7 @@ class LiveDashboard:
             self._display()
         trainer = event.trainer
         self.status.value = f"<b>{self.title}</b>: " + self._status_text(event)
-        self.grid.value = _grid_png(event.samples())
+        self.grid.value = self.picture(event)
         plot_history(trainer.history, axes=self._axes)
         if self.updates % 10 == 0:  # the layout barely moves between redraws
             self._figure.tight_layout()
@@ -166,8 +174,16 @@ class LiveDashboard:
         from IPython.display import Image
 
         fig, (ax_grid, ax_loss, ax_d) = new_figure(3, (13, 3.6))
-        ax_grid.imshow(grid_image(event.samples()).permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax_grid.set_title(f"samples at step {event.step}")
+        if self.picture is _samples_png:
+            ax_grid.imshow(grid_image(event.samples()).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax_grid.set_title(f"samples at step {event.step}")
+        else:
+            import io
+
+            from PIL import Image as PILImage
+
+            ax_grid.imshow(PILImage.open(io.BytesIO(self.picture(event))))
+            ax_grid.set_title(f"step {event.step}")
         ax_grid.axis("off")
         plot_history(event.trainer.history, axes=(ax_loss, ax_d))
         fig.suptitle(self.title + (" (interrupted)" if event.trainer.interrupted else ""))

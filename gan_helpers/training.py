@@ -299,7 +299,7 @@ def train_step(
 
     # ---- Discriminator: real -> 1, fake -> 0. detach() stops D's loss reaching G. ----
     opt_d.zero_grad(set_to_none=True)
-    if _has_batchnorm(discriminator):
+    if _mixes_batch(discriminator):
         # BatchNorm normalises over the batch, so real and fake must pass separately.
         d_on_real = discriminator(seen_by_d(real))
         d_on_fake = discriminator(seen_by_d(fake.detach()))
@@ -456,6 +456,12 @@ def _unchanged(images: torch.Tensor) -> torch.Tensor:
 
 def _has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def _mixes_batch(module: nn.Module) -> bool:
+    """Whether ``module``'s output for one image depends on the rest of its batch
+    (BatchNorm, or a layer marked ``mixes_batch``, such as the toy GAN's MinibatchStd)."""
+    return _has_batchnorm(module) or any(getattr(m, "mixes_batch", False) for m in module.modules())
 
 
 @dataclass

@@ -59,6 +59,24 @@ def test_ablation_sets_back_one_choice_at_a_time(quality):
         TrainConfig.for_recipe(model="dcgan" if "r1" in options or "d_width" in options else "fc", **options)
 
 
+def test_additions_go_from_the_seed_recipe_to_the_course_recipe(quality):
+    from gan_helpers.training import TrainConfig
+
+    for model in ("fc", "dcgan"):
+        steps = quality.addition_variants(model)
+        labels = list(steps)
+        assert labels[:2] == [f"seed {model.upper()}", "+ in-memory batches"]
+        first = TrainConfig.for_recipe(**steps[labels[0]])
+        assert first.recipe == "seed" and first.model == model
+        # each step changes one choice more, and the last is the course recipe itself
+        last = TrainConfig.for_recipe(**steps[labels[-1]])
+        assert last == TrainConfig.for_recipe("course", model=model)
+        for before, after in zip(labels[1:], labels[2:]):
+            keys = set(steps[after]) | set(steps[before])
+            changed = {k for k in keys if steps[after].get(k) != steps[before].get(k)}
+            assert changed <= {after[2:], "augment_ramp"} and changed, (before, after)
+
+
 def test_quality_bench_reads_variants(quality):
     assert quality.parse_variant("batch_size=256,lr=0.001,g_batchnorm=false") == {
         "batch_size": 256, "lr": 0.001, "g_batchnorm": False}

@@ -84,7 +84,7 @@ def test_top_level_statements_cannot_change_a_score(cheat):
                   "    def __init__(self, latent_dim=100):\n        super().__init__()\n"
                   "        self.g = gan_helpers.models.FCGenerator(latent_dim)\n"
                   "    def forward(self, z):\n        return self.g(z)",
-     "your code calls gan_helpers' own implementation (models.__init__)"),
+     "your code calls gan_helpers' own implementation (models.FCGenerator.__init__)"),
 ])
 def test_borrowed_work_scores_zero(exercise, code, why):
     marker = {"generator": "class FCGenerator(", "train_step": "def train_step("}[exercise]
@@ -117,6 +117,44 @@ def test_code_run_while_defining_is_not_run():
     assert score(cells, "train_step")["score"] == 0
     notes = grading.definitions(cells)[1]
     assert any("`train_step` was not run by the grader" in n for n in notes)
+
+
+HONEST_GENERATOR = """LATENT = 100
+
+
+class FCGenerator(nn.Module):
+    shape = (1, 28, 28)
+    slope: float = -(-0.2)
+
+    def __init__(self, latent_dim: int = LATENT) -> None:
+        super().__init__()
+        self.hidden1 = nn.Linear(latent_dim, 128)
+        self.hidden2 = nn.Linear(128, 256)
+        self.hidden3 = nn.Linear(256, 512)
+        self.out = nn.Linear(512, 28 * 28)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.hidden3(self.act(self.hidden2(self.act(self.hidden1(z))))))
+        return torch.tanh(self.out(h)).reshape(-1, *self.shape)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
+        return (self(torch.randn(n, LATENT)),)
+"""
+
+
+def test_honest_code_of_every_common_shape_scores_full_marks():
+    # constants, literal class attributes, annotations, decorators, a failing import,
+    # magics, and the step calling forward() on the networks the check hands over
+    step = next(c for c in solution_cells() if "def train_step(" in c)
+    assert "fake = generator(z)" in step
+    cells = replace_cell(solution_cells(), "class FCGenerator(", HONEST_GENERATOR)
+    cells = replace_cell(cells, "def train_step(", step.replace("fake = generator(z)",
+                                                                "fake = generator.forward(z)"))
+    cells.insert(1, "%matplotlib inline\nimport google.colab  # not here\n!ls")
+    results = grading.score_exercises(cells, ["generator", "train_step"])
+    assert [(r["name"], r["score"]) for r in results] == [("generator", 1), ("train_step", 1)], results
 
 
 def test_a_forged_result_or_an_exit_scores_zero():
@@ -204,6 +242,23 @@ def test_release_stamps_and_can_close_the_solutions(tmp_path):
     assert "Solutions are closed for this assignment" in out and "class" not in out
 
 
+def test_a_malformed_result_scores_zero():
+    code = ("import os\ndef train_step(*a):\n    for fd in range(3, 64):\n        try:\n"
+            "            os.write(fd, b'{\"name\": \"train_step\", \"score\": null, \"feedback\": \"\"}')\n"
+            "        except OSError:\n            pass\n    os._exit(0)")
+    result = score(replace_cell(solution_cells(), "def train_step(", code), "train_step")
+    assert result["score"] == 0 and "ended without a result" in result["feedback"]
+
+
+def test_the_file_name_wins_over_an_edited_stamp(tmp_path):
+    def claim_the_dcgan_assignment(nb):
+        nb.metadata[STAMP_KEY] = {"assignment": "02_build_the_dcgan",
+                                  "exercises": ["dcgan_generator", "dcgan_discriminator"]}
+    report = grading.grade(stamped(tmp_path, claim_the_dcgan_assignment, name=FC.name), run=False)
+    assert report["assignment"] == "01_build_the_fc_gan" and report["max_score"] == 4
+    assert any("stamp names '02_build_the_dcgan'" in n for n in report["notes"])
+
+
 def test_release_refuses_a_notebook_whose_stamp_disagrees(tmp_path):
     nb = nbformat.read(FC, as_version=4)
     nb.metadata[STAMP_KEY]["exercises"] = ["generator"]
@@ -213,6 +268,9 @@ def test_release_refuses_a_notebook_whose_stamp_disagrees(tmp_path):
 
 
 BAD_CELLS = {
+    # a daemon in a session of its own, holding whatever it inherited open
+    "daemon": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+              "        while True:\n            time.sleep(3600)\n    os._exit(0)",
     "endless": "while True:\n    pass",
     "sleep": "import time\ntime.sleep(10**6)",
     "memory": "import torch\nbig = torch.empty(20 * 1024**3, dtype=torch.uint8).fill_(1)",
