@@ -128,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(course: 0.9999; 0 turns it off, as in the seed)")
     hyper.add_argument("--augment", type=_nonnegative_int, default=None, metavar="PIXELS",
                        help="D sees real and fake images moved by up to PIXELS pixels "
-                       "(DiffAugment translation; course: 2; 0 turns it off, as in the seed)")
+                       "(DiffAugment translation; 0, both recipes' value, turns it off)")
     hyper.add_argument("--augment-ramp", type=_nonnegative_int, default=None, metavar="STEPS",
                        help="start D's shifts at 1 pixel and widen them by 1 every STEPS steps "
-                       "up to --augment (course FC: 10000; 0: the full shift from the start)")
+                       "up to --augment (0: the full shift from the start)")
     hyper.add_argument("--decay-start", type=_nonnegative_int, default=None, metavar="STEP",
                        help="step where the lr starts falling (with --decay-steps)")
     hyper.add_argument("--decay-steps", type=_nonnegative_int, default=None, metavar="N",

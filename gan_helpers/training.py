@@ -41,10 +41,9 @@ SEED_EPOCHS = 300  # the seed's run length (its gan.py defaults to 200)
 # The training choices that differ between recipes and models. A TrainConfig field left
 # at None takes its value from here (see TrainConfig.for_recipe for why each is so).
 COURSE_FC = {"batch_size": 128, "lr": 0.0005, "g_lr_factor": 2.0, "b1": 0.0, "b2": 0.999,
-             "g_batchnorm": True, "ema": 0.9999, "augment": 2, "augment_ramp": 10000,
+             "g_batchnorm": True, "ema": 0.9999, "augment": 0, "augment_ramp": 0,
              "r1": 0.0}
-COURSE_DCGAN = {**COURSE_FC, "batch_size": 64, "lr": 0.001, "augment": 0, "augment_ramp": 0,
-                "r1": 0.5}
+COURSE_DCGAN = {**COURSE_FC, "batch_size": 64, "lr": 0.001, "r1": 0.5}
 SEED_RECIPE = {"batch_size": 64, "lr": 0.0002, "g_lr_factor": 1.0, "b1": 0.5, "b2": 0.999,
                "g_batchnorm": False, "ema": 0.0, "augment": 0, "augment_ramp": 0, "r1": 0.0}
 # Lazy regularisation (Karras et al. 2020, StyleGAN2): the R1 penalty every 16 steps,
@@ -119,14 +118,8 @@ class TrainConfig:
         hidden layers; batch 128; lr 0.0005 for D and twice that for G (``g_lr_factor``
         2: G moves faster, and the weight average below smooths its path); Adam's beta1
         0 instead of 0.5 (as StyleGAN and BigGAN train: little use for momentum in a
-        game whose other side keeps moving); D sees every image, real and fake, moved
-        by up to ``augment`` (2) pixels (``gan_helpers.augment``: it keeps D from
-        learning the 10,000 shipped digits by heart), but by 1 pixel only for the first
-        ``augment_ramp`` (10,000) steps: early on, before D could know the digits by
-        heart, the weaker shift lets G learn faster, and the full shift then keeps long
-        runs from drifting, as a 1-pixel shift throughout does (augmentation that grows
-        as training goes, as in Zhang & Khoreva 2019, "Progressive Augmentation of
-        GANs"); and it samples from an exponential moving average of G's weights,
+        game whose other side keeps moving); and it samples from an exponential moving
+        average of G's weights,
         which smooths out the step-to-step wobble of the adversarial game: after a
         warm-up it spans about the last ninth of the run, up to ``1 / (1 - ema)`` =
         10,000 steps (``ema`` 0.9999; a cap of 1,000 steps, 0.999, drew digits a little
@@ -135,8 +128,8 @@ class TrainConfig:
         (``standing_statistics``). For DCGAN the course uses batch 64, lr 0.001 for D
         (the DCGAN paper's 0.0002 learns too slowly for a few CPU minutes; 0.001, twice
         the FC recipe's, did worse than 0.0005 before the R1 penalty below and better
-        with it) and, as for FC, twice that for G with beta1 0 (the paper: 0.5), no
-        augmentation (in 300-s runs it held DCGAN back), width 32 for G (2.6 times the
+        with it) and, as for FC, twice that for G with beta1 0 (the paper: 0.5), width
+        32 for G (2.6 times the
         steps of pytorch/examples' 64 in the same CPU time) and half that for
         D, ``d_width`` 16: D runs three times a step (G's step, then real and fake
         apart, for BatchNorm) and costs most of it, so a half-width D takes 1.5 times
@@ -160,6 +153,12 @@ class TrainConfig:
         ``label_smoothing`` > 0 trains D to call real images real with target
         ``1 - label_smoothing`` instead of 1 (one-sided label smoothing; G's valid label
         stays 1; ``gan_helpers.losses``). 0, the default of both recipes, is the seed's.
+
+        ``augment`` > 0 (0 in both recipes) shows D every image, real and fake, moved by
+        up to that many pixels (``gan_helpers.augment``, DiffAugment's translation),
+        widening from 1 pixel every ``augment_ramp`` steps. It helped when the course
+        trained on 10,000 digits, which D could learn by heart; on the 60,000 training
+        digits it cost distance and legibility (bench/RESULTS.md).
 
         ``r1`` > 0 (course DCGAN: 0.5; elsewhere 0, the seed's) adds the R1 penalty
         (``losses.r1_penalty``) with that weight: every ``R1_EVERY`` (16) steps, after
@@ -339,11 +338,13 @@ def r1_step(
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """The torch.device to train on, checked before any tensor moves: ``"cpu"``,
     ``"cuda"`` / ``"cuda:N"``, ``"mps"``, or ``"auto"`` (the CUDA GPU where PyTorch sees
-    one, else the CPU). Raises ValueError naming the problem and the fix for a name
+    one, else Apple's MPS where there is one, else the CPU). Raises ValueError naming the problem and the fix for a name
     PyTorch does not know, a kind this course does not train on, or a GPU that is not
     there (instead of PyTorch's error from deep inside the first ``.to``)."""
     if isinstance(device, str) and device.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
