@@ -155,11 +155,13 @@ def _python_of(source: str) -> str:
         return source
 
 
-def definitions(cells: list[str]) -> tuple[list[tuple[int, ast.Module]], list[str]]:
+def definitions(cells: list[str], names: set[str] | None = None
+                ) -> tuple[list[tuple[int, ast.Module]], list[str]]:
     """The statements of ``cells`` (code cell sources) that the grader runs: imports,
     assignments of literal values (``LATENT = 100``), and top-level ``def``/``class``
     statements that run no code while being defined; each as a one-statement module
-    with its cell number, in order. Also returns a note per statement skipped."""
+    with its cell number, in order. Also returns a note per def or class skipped, and
+    per assignment skipped that binds one of ``names`` (the exercises' names)."""
     kept, notes = [], []
     for number, source in enumerate(cells, start=1):
         try:
@@ -189,9 +191,10 @@ def definitions(cells: list[str]) -> tuple[list[tuple[int, ast.Module]], list[st
                     kept.append((number, stmt))
                     continue
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-                if names:
-                    notes.append(f"code cell {number}: the assignment to {', '.join(names)} was "
+                bound = [n.id for t in targets for n in ast.walk(t)
+                         if isinstance(n, ast.Name) and n.id in (names or ())]
+                if bound:
+                    notes.append(f"code cell {number}: the assignment to {', '.join(bound)} was "
                                  "not run by the grader, which runs only imports, def and class "
                                  "statements and assignments of literal values")
     return [(n, ast.Module(body=[stmt], type_ignores=[])) for n, stmt in kept], notes
@@ -216,19 +219,39 @@ def _user_tasks() -> int:
     return count
 
 
+def sandbox_available() -> bool:
+    """Whether notebooks can run as a user of their own: grading runs as root, and
+    other users can reach this Python (its interpreter and its standard library). A
+    Python under /root, as pyenv installs it there, is out of their reach."""
+    if not _running_as_root():
+        return False
+    import stat
+    import sysconfig
+
+    paths = {os.path.realpath(sys.executable)} | {
+        os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib")}
+    for path in paths:
+        parts = Path(path).parts
+        for i in range(1, len(parts) + 1):
+            mode = os.stat(Path(*parts[:i])).st_mode
+            if not mode & stat.S_IXOTH:
+                return False
+    return True
+
+
 _free_uids: "queue.Queue[int] | None" = None
 _uid_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def sandbox_uid():
-    """When root: a user and group id of its own for one notebook's processes (none of
-    the system's), so that they can write nothing of the grader's, the process limit
-    holds for them (root is exempt from it), and whatever they leave running or in the
-    shared temporary folders is removed without touching another notebook's. None when
-    not root."""
+    """When ``sandbox_available()``: a user and group id of its own for one notebook's
+    processes (none of the system's), so that they can write nothing of the grader's,
+    the process limit holds for them (root is exempt from it), and whatever they leave
+    running or in the shared temporary folders is removed without touching another
+    notebook's. Else None."""
     global _free_uids
-    if not _running_as_root():
+    if not sandbox_available():
         yield None
         return
     import grp
@@ -554,7 +577,7 @@ def score_exercises(cells: list[str], exercises: list[str], seconds: float = CHE
     """The scores of ``exercises`` on the code cells ``cells``, from a fresh worker
     process (see the module docstring): [{"name", "score", "max_score", "feedback"}],
     each score clamped to 0..max_score. ``uid``: the user the checked code runs as."""
-    if uid is None and _running_as_root():
+    if uid is None and sandbox_available():
         with sandbox_uid() as uid:
             return score_exercises(cells, exercises, seconds, memory, uid)
     request = {"cells": cells, "exercises": exercises, "seconds": seconds, "memory": memory,
@@ -684,7 +707,13 @@ def grade(
         )
     exercises = list(ASSIGNMENTS[name])
     cells = [c.source for c in nb.cells if c.cell_type == "code"]
-    notes += definitions(cells)[1]
+    from .checks import EXERCISES
+
+    names = {n for e in EXERCISES if e.name in exercises for n in e.student_names}
+    notes += definitions(cells, names)[1]
+    if _running_as_root() and not sandbox_available():
+        notes.append("the notebook's code ran as root, with the other limits only: this "
+                     "Python is out of other users' reach (docs/teaching.md)")
     cell_errors = []
     with sandbox_uid() as uid:
         scores = score_exercises(cells, exercises, uid=uid)
