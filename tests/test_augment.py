@@ -73,8 +73,9 @@ def test_discriminator_sees_only_augmented_images(model):
 
 
 def test_trainer_augments_by_config(mnist_small):
-    cfg = TrainConfig.for_recipe("course", batch_size=32)
-    assert cfg.augment == 2 and TrainConfig.for_recipe("seed").augment == 0
+    # off in both recipes since the course trains on 60,000 digits (bench/RESULTS.md)
+    assert TrainConfig.for_recipe("course").augment == 0 == TrainConfig.for_recipe("seed").augment
+    cfg = TrainConfig.for_recipe("course", batch_size=32, augment=2)
     a = GANTrainer(cfg, data=mnist_small).fit(steps=3, progress=False)
     b = GANTrainer(TrainConfig.for_recipe("course", batch_size=32, augment=0),
                    data=mnist_small).fit(steps=3, progress=False)
@@ -90,10 +91,11 @@ def test_trainer_augments_by_config(mnist_small):
 def test_augment_ramp_grows_the_shift_one_pixel_at_a_time(mnist_small):
     ramp = TrainConfig.for_recipe("course", augment=3, augment_ramp=5)
     assert [ramp.augment_shift(step) for step in (0, 4, 5, 9, 10, 10**6)] == [1, 1, 2, 2, 3, 3]
-    assert TrainConfig.for_recipe("course", augment_ramp=0).augment_shift(0) == 2, "no ramp"
-    course = TrainConfig.for_recipe("course")
-    assert [course.augment_shift(step) for step in (0, 9999, 10000)] == [1, 1, 2]
+    assert TrainConfig.for_recipe("course", augment=2, augment_ramp=0).augment_shift(0) == 2, "no ramp"
+    ramped = TrainConfig.for_recipe("course", augment=2, augment_ramp=10000)
+    assert [ramped.augment_shift(step) for step in (0, 9999, 10000)] == [1, 1, 2]
     for other in (TrainConfig.for_recipe("seed", augment=2),
+                  TrainConfig.for_recipe("course", augment=2),
                   TrainConfig.for_recipe("course", model="dcgan", augment=2)):
         assert other.augment_ramp == 0 and other.augment_shift(0) == 2
     assert TrainConfig.for_recipe("course", augment=0, augment_ramp=5).augment_shift(9) == 0
