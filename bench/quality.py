@@ -234,15 +234,9 @@ def main() -> None:
                         help="with --steps: runs trained at a time, in separate processes")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: 1 with --jobs > 1, else torch's)")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="where the plot goes (default: README's images/quality_vs_time.png "
-                        "for a run of every recipe without variants, else "
-                        "images/runs/quality_vs_time.png, so a partial run keeps README's)")
+    parser.add_argument("--plot", type=Path, default=Path("images/runs/quality_vs_time.png"),
+                        help="where the plot goes (default images/runs/quality_vs_time.png)")
     args = parser.parse_args()
-    if args.plot is None:
-        full_run = (not args.variants and not args.ablation and not args.additions
-                    and sorted(args.recipes) == sorted(RECIPES))
-        args.plot = Path("images" if full_run else "images/runs") / "quality_vs_time.png"
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--jobs and --threads must be at least 1")
     if args.jobs > 1 and args.steps is None:
