@@ -10,7 +10,6 @@ mode collapse (G drawing a few modes only) in one number.
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Callable, Iterable
 
@@ -144,12 +143,10 @@ class ToyRun:
 
     def picture(self, event=None) -> bytes:
         """``draw`` as PNG bytes: the dashboard's ``picture``."""
-        from .plots import new_figure
+        from .plots import figure_png, new_figure
 
         fig, ax = new_figure(1, (4, 4))
         surface = self.draw(ax)
         fig.colorbar(surface, ax=ax, fraction=0.046, pad=0.04, label="D(x)")
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=72)
-        return buf.getvalue()
+        return figure_png(fig, dpi=72)
