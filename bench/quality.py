@@ -55,7 +55,8 @@ import torch
 
 from gan_helpers.data import load_images
 from gan_helpers.metrics import real_floor, score_generator
-from gan_helpers.training import COURSE_DCGAN, COURSE_FC, SEED_RECIPE, GANTrainer, TrainConfig
+from gan_helpers.config import COURSE_DCGAN, COURSE_FC, SEED_RECIPE, TrainConfig
+from gan_helpers.trainer import GANTrainer
 
 RECIPES = {
     "seed FC": dict(recipe="seed", model="fc"),

@@ -59,11 +59,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from gan_helpers import training
+from gan_helpers import trainer as trainer_module
+from gan_helpers.config import TrainConfig, resolve_device
 from gan_helpers.data import ImageSet, load_images, seed_dataloader
 from gan_helpers.losses import adversarial_loss, discriminator_loss, generator_loss
 from gan_helpers.models import MODEL_NAMES, MODEL_TITLES, build_models
-from gan_helpers.training import GANTrainer, StepStats, TrainConfig
+from gan_helpers.step import StepStats, train_step
+from gan_helpers.trainer import GANTrainer
 
 
 class SeedLoop:
@@ -118,7 +120,7 @@ class SeedLoop:
 
 def shared_forward_step(generator, discriminator, opt_g, opt_d, criterion, real, z,
                         augment=None, real_label: float = 1.0) -> StepStats:
-    """``training.train_step``'s updates from one forward pass of D: the seed's G step
+    """``train_step``'s updates from one forward pass of D: the seed's G step
     and D step, for a BatchNorm-free D without augmentation (the bench's FC loop).
 
     D scores real and fake images once. G's gradient flows back through D's inputs only
@@ -175,13 +177,13 @@ class CourseLoop:
             self.trainer.discriminator = torch.compile(self.trainer.discriminator)
         self.batch_size = batch_size
         self.bf16 = bf16
-        self.step_fn = shared_forward_step if shared_forward else training.train_step
+        self.step_fn = shared_forward_step if shared_forward else train_step
 
     def run(self, seconds: float) -> float:
         first = self.trainer.step
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16), \
-                mock.patch.object(training, "train_step", self.step_fn):
+                mock.patch.object(trainer_module, "train_step", self.step_fn):
             self.trainer.fit(seconds=seconds, progress=False)
         return (self.trainer.step - first) * self.batch_size / (time.perf_counter() - start)
 
@@ -293,7 +295,7 @@ def main() -> None:
             parser.error("--compile times the CPU loops of the default bench; leave it out "
                          "with --device")
         try:
-            device = training.resolve_device(args.device)
+            device = resolve_device(args.device)
         except ValueError as err:
             parser.error(str(err))
     if args.profile and (device is None or device.type != "cuda"):

@@ -2,10 +2,11 @@
 
 One module per concept: ``data`` (MNIST from IDX files), ``models`` (the seed's FC GAN
 and a DCGAN), ``losses`` (BCE / BCE-with-logits), ``augment`` (random shifts of what D
-sees), ``training`` (the seed's step, the trainer, checkpoints, pretrained generators),
-``live`` (notebook dashboards), ``plots`` (static figures), ``metrics`` (sample
-quality), ``checks`` and ``assignments`` (exercises, release, grading), ``cli``
-(``python -m gan_helpers``).
+sees), ``config`` (the recipes), ``step`` (the seed's training step), ``trainer`` (the
+loop), ``checkpoints`` (saving, loading, shipped generators), ``live`` (notebook
+dashboards), ``plots`` and ``diagrams`` (static figures), ``toy`` (a GAN in 2-D),
+``metrics`` (sample quality), ``checks``, ``assignments`` and ``grading`` (exercises,
+release, grading), ``cli`` (``python -m gan_helpers``).
 """
 
 
@@ -41,15 +42,10 @@ from .models import (
     build_models,
     count_parameters,
 )
-from .training import (
-    GANTrainer,
-    TrainConfig,
-    generate,
-    load_checkpoint,
-    load_generator,
-    pretrained,
-    train_step,
-)
+from .checkpoints import generate, load_checkpoint, load_generator, pretrained
+from .config import TrainConfig
+from .step import train_step
+from .trainer import GANTrainer
 
 __version__ = "0.1.0"
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from . import losses as reference_losses
 from . import models as reference_models
-from . import training as reference_training
+from . import step as reference_step
 
 
 @dataclass
@@ -1156,7 +1156,7 @@ train_step_exercise = Exercise(
     "discriminator(fake)); backward; opt_g.step(). Then opt_d.zero_grad(); "
     "discriminator_loss(criterion, ...) on real and on fake.detach(); backward; "
     "opt_d.step(). Use the criterion you are given, not one of your own.",
-    (reference_training.train_step,),
+    (reference_step.train_step,),
 )
 dcgan_generator_exercise = Exercise(
     "dcgan_generator", "the DCGAN generator", ("DCGANGenerator",), _check_dcgan_generator,

@@ -28,11 +28,6 @@ from .data import DATASET_NAMES, DataFileError
 from .losses import LOSS_NAMES
 from .models import MODEL_NAMES, MODEL_TITLES
 
-RECIPE_HELP = (
-    "course: the fast in-memory loop with the course defaults; seed: gan.py exactly "
-    "(DataLoader + transforms, batch 64, lr 0.0002, betas (0.5, 0.999), 300 epochs)"
-)
-
 GENERATOR_SOURCE_HELP = (
     "a run folder, its checkpoint.pt, a generator file, or fc / dcgan for the generators "
     "shipped with the package"
@@ -42,7 +37,7 @@ GENERATOR_SOURCE_HELP = (
 def _generator_source(path: Path) -> Path:
     """``--checkpoint`` as a file to load: a path that exists, else a shipped generator's
     name (``fc``, ``dcgan``)."""
-    from .training import CheckpointError, pretrained_file
+    from .checkpoints import CheckpointError, pretrained_file
 
     if path.exists():
         return path
@@ -77,6 +72,33 @@ _positive_float = _checked(float, lambda v: 0 < v < math.inf, "a positive number
 _seed = _checked(int, lambda v: 0 <= v < 2**63, "a whole number from 0 to 2**63 - 1")
 
 
+def _add_config_options(group) -> None:
+    """One option per TrainConfig field that carries a help text (``config._option``),
+    typed and checked from the field, with each recipe's value from the config."""
+    from .config import TrainConfig, recipe_values
+
+    checked = {("int", "positive"): _positive_int, ("int", "nonnegative"): _nonnegative_int,
+               ("int", "seed"): _seed, ("float", "positive"): _positive_float,
+               ("int", None): int, ("float", None): float, ("str", None): str}
+    for field in fields(TrainConfig):
+        meta = field.metadata
+        if "help" not in meta:
+            continue
+        kind = str(field.type).split(" |")[0]
+        default = recipe_values(field.name) or (
+            f"default {field.default}" if field.default is not None else "")
+        help_text = f"{meta['help']} ({default})" if default else meta["help"]
+        names = ["--" + field.name.replace("_", "-"), *meta.get("aliases", [])]
+        if kind == "bool":
+            group.add_argument(*names, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
+            continue
+        extra = {"choices": meta["choices"]} if "choices" in meta else {
+            "type": checked[kind, meta.get("check")]}
+        group.add_argument(*names, default=None, metavar=meta.get("metavar"), help=help_text,
+                           **extra)
+
+
 class _OneLineErrors(argparse.ArgumentParser):
     """Usage mistakes print one line (and where to look), not the whole usage block."""
 
@@ -96,10 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a GAN. Stops at --epochs or --max-seconds (or --max-steps), "
         "whichever comes first; Ctrl-C saves a checkpoint and stops.",
     )
-    train.add_argument("--model", choices=MODEL_NAMES, default=None,
-                       help="fc: the seed's fully connected GAN; dcgan: the convolutional one (default fc)")
-    train.add_argument("--dataset", choices=DATASET_NAMES, default=None, help="default mnist")
-    train.add_argument("--recipe", choices=("course", "seed"), default=None, help=RECIPE_HELP)
     stop = train.add_argument_group("when to stop (the first one reached)")
     stop.add_argument("--epochs", "--n_epochs", type=_positive_float, default=None,
                       help="total epochs, counted from the start of the run (seed: 300)")
@@ -107,52 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="wall-clock seconds for this invocation (120 when no rule is given)")
     stop.add_argument("--max-steps", type=_positive_int, default=None,
                       help="total training steps (batches)")
-    hyper = train.add_argument_group("the seed's hyperparameters")
-    hyper.add_argument("--batch-size", "--batch_size", type=_positive_int, default=None,
-                       help="images per batch (seed: 64)")
-    hyper.add_argument("--lr", type=_positive_float, default=None,
-                       help="Adam learning rate of D, and of G times --g-lr-factor "
-                       "(seed: 0.0002; course FC: 0.0005; course DCGAN: 0.001)")
-    hyper.add_argument("--g-lr-factor", type=_positive_float, default=None, metavar="F",
-                       help="G's lr is F times --lr (course: 2; seed: 1)")
-    hyper.add_argument("--b1", type=float, default=None, help="Adam beta1 (seed: 0.5; course: 0)")
-    hyper.add_argument("--b2", type=float, default=None, help="Adam beta2 (seed: 0.999)")
-    hyper.add_argument("--latent-dim", "--latent_dim", type=_positive_int, default=None,
-                       help="noise size (seed: 100)")
-    hyper.add_argument("--loss", choices=LOSS_NAMES, default=None,
-                       help="bce: sigmoid in D + BCELoss (seed); bce-logits: BCEWithLogitsLoss, no sigmoid")
-    hyper.add_argument("--g-batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                       help="BatchNorm in the FC generator's hidden layers")
-    hyper.add_argument("--ema", type=float, default=None,
-                       help="sample from a moving average of G's weights with this decay "
-                       "(course: 0.9999; 0 turns it off, as in the seed)")
-    hyper.add_argument("--augment", type=_nonnegative_int, default=None, metavar="PIXELS",
-                       help="D sees real and fake images moved by up to PIXELS pixels "
-                       "(DiffAugment translation; 0, both recipes' value, turns it off)")
-    hyper.add_argument("--augment-ramp", type=_nonnegative_int, default=None, metavar="STEPS",
-                       help="start D's shifts at 1 pixel and widen them by 1 every STEPS steps "
-                       "up to --augment (0: the full shift from the start)")
-    hyper.add_argument("--decay-start", type=_nonnegative_int, default=None, metavar="STEP",
-                       help="step where the lr starts falling (with --decay-steps)")
-    hyper.add_argument("--decay-steps", type=_nonnegative_int, default=None, metavar="N",
-                       help="lr falls linearly to 0 over N steps from --decay-start, and "
-                       "training stops there (for long runs; default 0: the seed's constant lr)")
-    hyper.add_argument("--label-smoothing", type=float, default=None, metavar="S",
-                       help="D's target for real images is 1 - S (one-sided label smoothing; "
-                       "0.1 gives 0.9; default 0, as in the seed)")
-    hyper.add_argument("--r1", type=float, default=None, metavar="GAMMA",
-                       help="every 16 steps, also train D to keep its score flat around real "
-                       "images, with weight GAMMA (the R1 penalty, Mescheder et al. 2018; "
-                       "course DCGAN: 0.5; otherwise 0: off, as in the seed)")
-    hyper.add_argument("--width", type=_positive_int, default=None,
-                       help="DCGAN channel multiplier of G, ngf (course: 32; pytorch/examples: 64); "
-                       "D's follows it unless --d-width is given")
-    hyper.add_argument("--d-width", type=_positive_int, default=None,
-                       help="DCGAN channel multiplier of D, ndf (course: half of --width, so 16; "
-                       "seed recipe: --width)")
-    hyper.add_argument("--sample-interval", "--sample_interval", type=_positive_int, default=None,
-                       help="steps between saved sample grids (seed: 400)")
-    hyper.add_argument("--seed", type=_seed, default=None, help="random seed (default 0)")
+    _add_config_options(train.add_argument_group(
+        "the run's configuration (saved in its checkpoint; the seed's options keep their names)"))
     files = train.add_argument_group("files")
     files.add_argument("--out", type=Path, default=None,
                        help="run folder for grids and checkpoint.pt (default images/runs/MODEL-DATASET)")
@@ -267,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
-    from .training import SEED_EPOCHS, TrainConfig
+    from .config import SEED_EPOCHS, TrainConfig
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -298,7 +272,7 @@ def _resume_device(asked: str | None, state: dict) -> "torch.device":
     trained on (a GPU run stays on the GPU) where this machine has one, else the CPU."""
     import torch
 
-    from .training import resolve_device
+    from .config import resolve_device
 
     if asked is not None:
         return resolve_device(asked)
@@ -318,10 +292,11 @@ def _as_option(name: str, value) -> str:
 
 def _run_train(args) -> int:
     from .data import load_images
-    from .training import GANTrainer, TrainConfig, resolve_device
+    from .config import TrainConfig, resolve_device
+    from .trainer import GANTrainer
 
     if args.resume is not None:
-        from .training import load_checkpoint
+        from .checkpoints import load_checkpoint
 
         state = load_checkpoint(args.resume)
         saved = TrainConfig.from_dict(state["config"])
@@ -376,7 +351,7 @@ def _run_train(args) -> int:
 def _run_sample(args) -> int:
     import numpy as np
 
-    from .training import generate, load_generator
+    from .checkpoints import generate, load_generator
 
     suffix = args.out.suffix.lower()
     if suffix not in (".npy", ".png"):
@@ -400,7 +375,7 @@ def _run_evaluate(args) -> int:
     import json
 
     from .metrics import format_scores, score_generator
-    from .training import load_generator
+    from .checkpoints import load_generator
 
     generator, config = load_generator(_generator_source(args.checkpoint))
     scores = score_generator(generator, n=args.n, seed=args.seed, dataset=config.dataset)
@@ -474,7 +449,7 @@ def _run_grade(args) -> int:
 
 
 def _run_export(args) -> int:
-    from .training import checkpoint_file, load_generator, save_generator
+    from .checkpoints import checkpoint_file, load_generator, save_generator
 
     source = checkpoint_file(args.checkpoint)
     if args.out.resolve() == source.resolve():
@@ -515,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .training import CheckpointError, TrainingDiverged
+    from .trainer import TrainingDiverged
+    from .checkpoints import CheckpointError
 
     try:
         run = {

@@ -391,10 +391,11 @@ def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercis
     import torch
     from torch import nn
 
-    from . import checks, losses, models, training
+    from . import checks, config, losses, models, step, trainer
 
     watched = [("gan_helpers.checks", checks), ("gan_helpers.losses", losses),
-               ("gan_helpers.models", models), ("gan_helpers.training", training),
+               ("gan_helpers.models", models), ("gan_helpers.step", step),
+               ("gan_helpers.trainer", trainer), ("gan_helpers.config", config),
                ("checks.Exercise", checks.Exercise), ("checks.CheckResult", checks.CheckResult),
                ("builtins", builtins), ("torch", torch), ("torch.Tensor", torch.Tensor),
                ("torch.nn.Module", nn.Module), ("torch.nn.functional", nn.functional),

@@ -258,7 +258,7 @@ class LoopLog:
                  dataset: str = "mnist", steps_per_epoch: int | None = None) -> None:
         from types import SimpleNamespace
 
-        from .training import HISTORY_KEYS
+        from .checkpoints import HISTORY_KEYS
 
         self.sampler = generator
         self.device = device_of(generator)
@@ -282,7 +282,7 @@ class LoopLog:
     def record(self, step: int, g_loss, d_loss, d_real, d_fake, final: bool = False):
         """Append one step's G and D losses and mean D(x) and D(G(z)) (tensors or
         floats) to the history; returns the ``TrainEvent`` for the dashboard."""
-        from .training import TrainEvent
+        from .trainer import TrainEvent
 
         values = [float(v) for v in (g_loss, d_loss, d_real, d_fake)]
         if not final:

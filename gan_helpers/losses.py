@@ -23,7 +23,7 @@ actually Converge?") is not part of the seed's loss: an extra term for D, the sq
 length of the gradient of D's score with respect to real images. A D that is flat around
 the real digits cannot grow ever more certain of them by sharpening its boundary there,
 which is what lets a GAN's game settle instead of circling; ``r1_penalty`` computes it
-and ``training.r1_step`` applies it.
+and ``step.r1_step`` applies it.
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ def classifier_split(dataset: str = "mnist") -> dict[str, torch.Tensor]:
 def save_classifier(model: DigitClassifier, dataset: str, test_accuracy: float) -> Path:
     """Write ``model`` as the shipped classifier for ``dataset`` (float16, atomically),
     with its held-out accuracy; returns the path."""
-    from .training import atomic_save
+    from .checkpoints import atomic_save
 
     path = weights_path(dataset)
     # float16 halves the file; the features barely move (tested via the accuracy).
@@ -382,7 +382,7 @@ def score_generator(
 ) -> dict:
     """Draw ``n`` samples from ``generator`` (the noise of seed ``seed``: other seeds
     draw other samples) and score them."""
-    from .training import generate
+    from .checkpoints import generate
 
     samples = generate(generator, n, seed=seed)
     return score_images(samples, dataset)

@@ -1,7 +1,7 @@
 """A GAN in two dimensions: the seed's game played on points, fast enough to watch.
 
 The real data is a ring of eight Gaussians (``ring``); G and D are small MLPs
-(``toy_models``); each step is the course's ``training.train_step``, on D's logits with
+(``toy_models``); each step is the course's ``step.train_step``, on D's logits with
 ``BCEWithLogitsLoss``. ``ToyRun.fit`` trains and calls hooks such as ``LiveDashboard``
 with ``picture=ToyRun.picture``: the real points, G's points and D's probability of
 "real" over the plane. ``modes_covered`` counts the modes G's points reach, which shows
@@ -16,7 +16,9 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .training import HISTORY_KEYS, TrainEvent, train_step
+from .step import train_step
+from .trainer import TrainEvent
+from .checkpoints import HISTORY_KEYS
 
 MODES, RADIUS, SPREAD = 8, 2.0, 0.05  # the ring: 8 modes at radius 2, std 0.05 each
 

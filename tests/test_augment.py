@@ -4,7 +4,9 @@ import torch
 from gan_helpers.augment import translate
 from gan_helpers.losses import adversarial_loss
 from gan_helpers.models import build_models
-from gan_helpers.training import GANTrainer, TrainConfig, train_step
+from gan_helpers.config import TrainConfig
+from gan_helpers.step import train_step
+from gan_helpers.trainer import GANTrainer
 
 
 def dot_images(n, row=10, col=12):

@@ -52,14 +52,14 @@ def test_ablation_sets_back_one_choice_at_a_time(quality):
     dcgan = quality.ablation_variants("dcgan")
     assert dcgan["minus r1"] == {"r1": 0.0} and dcgan["minus d_width"] == {"d_width": 32}
     assert "minus batch_size" not in dcgan  # 64, as the seed's
-    from gan_helpers.training import TrainConfig
+    from gan_helpers.config import TrainConfig
 
     for options in [*fc.values(), *dcgan.values()]:  # each is a valid recipe
         TrainConfig.for_recipe(model="dcgan" if "r1" in options or "d_width" in options else "fc", **options)
 
 
 def test_additions_go_from_the_seed_recipe_to_the_course_recipe(quality):
-    from gan_helpers.training import TrainConfig
+    from gan_helpers.config import TrainConfig
 
     for model in ("fc", "dcgan"):
         steps = quality.addition_variants(model)
@@ -132,7 +132,7 @@ def test_speed_bench_shared_d_pass_trains_as_the_course_step():
 
     from gan_helpers.losses import adversarial_loss
     from gan_helpers.models import build_models
-    from gan_helpers.training import train_step
+    from gan_helpers.step import train_step
 
     speed = _bench_module("speed")
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from gan_helpers import checks
 from gan_helpers.losses import discriminator_loss as ref_d_loss
 from gan_helpers.losses import generator_loss as ref_g_loss
 from gan_helpers.models import DCGANDiscriminator, DCGANGenerator, FCDiscriminator, FCGenerator
-from gan_helpers.training import train_step as ref_step
+from gan_helpers.step import train_step as ref_step
 
 
 def run(check, *args):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gan_helpers.cli import main
-from gan_helpers.training import load_checkpoint
+from gan_helpers.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_folder_without_checkpoint_is_named(tmp_path, capsys):
 def test_sample_takes_a_shipped_generator_by_name(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no file called fc or DCGAN here
     assert main(["sample", "--checkpoint", name, "--n", "4", "--out", "s.npy", "--seed", "0"]) == 0
-    from gan_helpers.training import generate, pretrained
+    from gan_helpers.checkpoints import generate, pretrained
 
     expected = generate(pretrained(name), 4, seed=0)[:, 0].numpy()  # any case
     assert np.array_equal(np.load(tmp_path / "s.npy"), expected)
@@ -185,7 +185,7 @@ def _config_options():
     from dataclasses import fields
 
     from gan_helpers.cli import build_parser
-    from gan_helpers.training import TrainConfig
+    from gan_helpers.config import TrainConfig
 
     (commands,) = [a for a in build_parser()._actions if a.choices and a.dest == "command"]
     options = {a.dest: a for a in commands.choices["train"]._actions}
@@ -287,11 +287,13 @@ def test_every_option_of_every_command_says_what_it_does():
     assert len(commands.choices) >= 9 and unexplained == []
 
 
-def test_sigkill_resumes_from_last_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gan_helpers", "train", "--max-steps", "100000", "--quiet",
-           "--checkpoint-every", "0.5", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_sigkill_then_resume_is_bit_exact_and_leaves_no_temporary_file(tmp_path):
+    out, straight = tmp_path / "run", tmp_path / "straight"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every run
+    train = [sys.executable, "-m", "gan_helpers", "train", "--quiet"]
+    proc = subprocess.Popen(train + ["--max-steps", "100000", "--checkpoint-every", "0.2",
+                                     "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.pt").exists():
@@ -303,8 +305,17 @@ def test_sigkill_resumes_from_last_checkpoint(tmp_path):
         proc.wait()
     step = load_checkpoint(out / "checkpoint.pt")["step"]
     assert step > 0
-    assert main(["train", "--resume", str(out / "checkpoint.pt"), "--max-steps", str(step + 3), "--quiet"]) == 0
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 3
+    end = str(step + 3)
+    for cmd in (["--resume", str(out), "--max-steps", end],
+                ["--max-steps", end, "--out", str(straight)]):
+        subprocess.run(train + cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    resumed, unbroken = load_checkpoint(out), load_checkpoint(straight)
+    assert resumed["step"] == unbroken["step"] == step + 3
+    for net in ("generator", "generator_ema", "discriminator"):
+        for key, value in unbroken[net].items():
+            assert torch.equal(resumed[net][key], value), f"{net}.{key} differs"
+    assert torch.equal(resumed["history"]["g_loss"], unbroken["history"]["g_loss"])
+    assert list(out.glob(".*.tmp")) == []
 
 
 def test_mismatched_torchvision_gets_an_error_that_names_the_fix(tmp_path):

@@ -14,7 +14,9 @@ import torch
 from gan_helpers.cli import main
 from gan_helpers.metrics import class_scores, score_generator
 from gan_helpers.models import FCGenerator
-from gan_helpers.training import R1_EVERY, GANTrainer, TrainConfig, generate, load_checkpoint
+from gan_helpers.config import R1_EVERY, TrainConfig
+from gan_helpers.trainer import GANTrainer
+from gan_helpers.checkpoints import generate, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -69,18 +69,18 @@ def test_top_level_statements_cannot_change_a_score(cheat):
      "FCGenerator is, or is built on, gan_helpers' FCGenerator: write your own."),
     ("generator", "from gan_helpers.models import FCGenerator",
      "FCGenerator is, or is built on, gan_helpers' FCGenerator"),
-    ("train_step", "import gan_helpers.training\ndef train_step(*a):\n    return gan_helpers.training.train_step(*a)",
-     "training.train_step) instead of doing the work itself: write your own."),
-    ("train_step", "import functools, gan_helpers.training\n"
-                   "def train_step(*a):\n    return functools.partial(gan_helpers.training.train_step)(*a)",
-     "training.train_step) instead of doing the work itself: write your own."),
-    ("train_step", "import gan_helpers.training\ntrain_step = lambda *a: gan_helpers.training.train_step(*a)",
+    ("train_step", "import gan_helpers.step\ndef train_step(*a):\n    return gan_helpers.step.train_step(*a)",
+     "step.train_step) instead of doing the work itself: write your own."),
+    ("train_step", "import functools, gan_helpers.step\n"
+                   "def train_step(*a):\n    return functools.partial(gan_helpers.step.train_step)(*a)",
+     "step.train_step) instead of doing the work itself: write your own."),
+    ("train_step", "import gan_helpers.step\ntrain_step = lambda *a: gan_helpers.step.train_step(*a)",
      "train_step is not defined by a def or class statement"),
-    ("train_step", "import functools, gan_helpers.training\n"
-                   "train_step = functools.partial(gan_helpers.training.train_step)",
+    ("train_step", "import functools, gan_helpers.step\n"
+                   "train_step = functools.partial(gan_helpers.step.train_step)",
      "train_step is not defined by a def or class statement"),
-    ("train_step", "from gan_helpers.training import train_step",
-     "train_step is not a function written in the notebook (it comes from gan_helpers.training)"),
+    ("train_step", "from gan_helpers.step import train_step",
+     "train_step is not a function written in the notebook (it comes from gan_helpers.step)"),
     ("generator", "import gan_helpers\nclass FCGenerator(nn.Module):\n"
                   "    def __init__(self, latent_dim=100):\n        super().__init__()\n"
                   "        self.g = gan_helpers.models.FCGenerator(latent_dim)\n"

@@ -15,7 +15,8 @@ from gan_helpers.live import (
 )
 from gan_helpers.models import FCGenerator
 from gan_helpers.plots import new_figure, plot_history
-from gan_helpers.training import GANTrainer, TrainConfig
+from gan_helpers.config import TrainConfig
+from gan_helpers.trainer import GANTrainer
 
 
 def test_redraws_are_throttled_by_rate_and_by_their_own_cost():

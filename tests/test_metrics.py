@@ -150,7 +150,7 @@ def test_each_seed_scores_its_own_samples():
 def test_too_few_samples_for_a_distance(capsys):
     with pytest.raises(ValueError, match="at least 2 images on each side"):
         metrics.frechet_distance(torch.zeros(1, 1, 28, 28))
-    from gan_helpers.training import PRETRAINED_DIR
+    from gan_helpers.checkpoints import PRETRAINED_DIR
 
     assert main(["evaluate", "--checkpoint", str(PRETRAINED_DIR / "generator-fc.pt"), "--n", "1"]) == 1
     assert "needs at least 2 images" in capsys.readouterr().err
@@ -185,7 +185,7 @@ def test_printed_distance_warns_when_samples_are_few():
 
 @pytest.mark.parametrize("model", ["fc", "dcgan"])
 def test_shipped_generators_sample_and_score(model, tmp_path, capsys):
-    from gan_helpers.training import PRETRAINED_DIR, pretrained
+    from gan_helpers.checkpoints import PRETRAINED_DIR, pretrained
 
     path = PRETRAINED_DIR / f"generator-{model}.pt"
     assert path.stat().st_size < 5 * 1024 * 1024
@@ -205,7 +205,7 @@ def test_shipped_generators_sample_and_score(model, tmp_path, capsys):
 
 
 def test_pretrained_unknown_name():
-    from gan_helpers.training import CheckpointError, pretrained
+    from gan_helpers.checkpoints import CheckpointError, pretrained
 
     with pytest.raises(CheckpointError, match="choose 'fc' or 'dcgan'"):
         pretrained("vae")

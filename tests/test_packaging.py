@@ -3,10 +3,12 @@
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (the dev extra)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"torch": "pytorch"}  # conda-forge's name where it differs from PyPI's

@@ -23,7 +23,7 @@ def test_minibatch_std_sees_a_collapsed_batch_and_keeps_real_and_fake_apart():
     assert out.shape == (5, 4) and torch.equal(out[:, 3], torch.zeros(5))
     spread = layer(torch.tensor([[0.0], [2.0]]))[:, 1]
     assert torch.equal(spread, torch.tensor([1.0, 1.0]))
-    from gan_helpers.training import _mixes_batch
+    from gan_helpers.step import _mixes_batch
 
     assert _mixes_batch(toy.toy_models(minibatch_std=True)[1])
     assert not _mixes_batch(toy.toy_models()[1])

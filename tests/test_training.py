@@ -2,6 +2,8 @@ import math
 import os
 import pickle
 import signal
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -11,21 +13,10 @@ from torch import nn
 
 from gan_helpers.losses import adversarial_loss, r1_penalty
 from gan_helpers.models import build_models
-from gan_helpers.training import (
-    CheckpointError,
-    GANTrainer,
-    StepStats,
-    TrainConfig,
-    TrainingDiverged,
-    generate,
-    load_checkpoint,
-    load_generator,
-    resolve_device,
-    standing_statistics,
-    r1_step,
-    train_briefly,
-    train_step,
-)
+from gan_helpers.config import TrainConfig, resolve_device
+from gan_helpers.step import StepStats, standing_statistics, r1_step, train_briefly, train_step
+from gan_helpers.trainer import GANTrainer, TrainingDiverged
+from gan_helpers.checkpoints import CheckpointError, generate, load_checkpoint, load_generator
 
 
 def small(model="fc", **kw):
@@ -147,7 +138,7 @@ def test_train_step_scores_real_images_against_real_label(real_label):
 
 
 def test_trainer_passes_label_smoothing_to_the_step(mnist_small, monkeypatch):
-    import gan_helpers.training as training
+    import gan_helpers.trainer as training
 
     seen = []
 
@@ -648,7 +639,7 @@ def test_generator_lr_factor(mnist_small):
 
 
 def test_r1_updates_d_once_every_16_steps_and_leaves_g_alone(mnist_small, monkeypatch):
-    import gan_helpers.training as training
+    import gan_helpers.trainer as training
 
     calls = []
     real_r1_step = training.r1_step
@@ -784,3 +775,75 @@ def test_fit_takes_one_hook_without_a_list_and_refuses_bad_limits(mnist_small):
     with pytest.raises(ValueError, match="hook_every must be a positive integer"):
         t.fit(steps=10, hooks=events.append, hook_every=0, progress=False)
     assert t.step == 4
+
+
+# ---- Resume from every kind of stop, compared with a run that never stopped ----
+
+def _same_run(a, b):
+    assert a.step == b.step
+    for x, y in zip(params(a), params(b)):
+        assert torch.equal(x, y)
+    assert a.history == b.history
+
+
+def test_resume_after_ctrl_c_in_the_middle_of_an_epoch_is_bit_exact(tmp_path, mnist_small):
+    cfg = small(batch_size=48)  # 512 / 48: 11 steps an epoch, the stop at 5 is mid-epoch
+    straight = GANTrainer(cfg, data=mnist_small).fit(steps=14, progress=False)
+
+    def ctrl_c(event):
+        if event.step == 5 and not event.final:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    stopped = GANTrainer(cfg, data=mnist_small, out_dir=tmp_path, log=lambda _: None)
+    stopped.fit(steps=14, hooks=[ctrl_c], progress=False)
+    assert stopped.interrupted and stopped.step == 5
+    resumed = GANTrainer.from_checkpoint(tmp_path, data=mnist_small, log=lambda _: None)
+    _same_run(straight, resumed.fit(steps=14, progress=False))
+    assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path, mnist_small):
+    cfg = small(batch_size=48)
+    straight = GANTrainer(cfg, data=mnist_small).fit(steps=14, progress=False)
+    kept = tmp_path / "kept.pt"
+
+    def keep_the_step_6_checkpoint(event):  # hooks run before their step's periodic save
+        if event.step == 7:
+            kept.write_bytes((tmp_path / "run" / "checkpoint.pt").read_bytes())
+
+    run = GANTrainer(cfg, data=mnist_small, out_dir=tmp_path / "run", checkpoint_every=0)
+    run.fit(steps=9, hooks=[keep_the_step_6_checkpoint], progress=False)
+    assert load_checkpoint(kept)["step"] == 6
+    resumed = GANTrainer.from_checkpoint(kept, data=mnist_small, out_dir=tmp_path / "again")
+    _same_run(straight, resumed.fit(steps=14, progress=False))
+
+
+def test_a_non_finite_weight_never_reaches_a_checkpoint(tmp_path, mnist_small, monkeypatch):
+    import gan_helpers.trainer as trainer_module
+
+    def step_that_breaks_d_at_step_5(generator, discriminator, *args):
+        stats = train_step(generator, discriminator, *args)
+        if t.step == 4:  # the step being taken is the 5th; its losses stay finite
+            with torch.no_grad():
+                next(discriminator.parameters())[0, 0] = float("inf")
+        return stats
+
+    monkeypatch.setattr(trainer_module, "train_step", step_that_breaks_d_at_step_5)
+    t = GANTrainer(small(), data=mnist_small, out_dir=tmp_path, checkpoint_every=0)
+    with pytest.raises(TrainingDiverged, match="diverged at step 5: a weight of G or D is no "
+                                               "longer finite"):
+        t.fit(steps=10, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 4
+    for net in ("generator", "discriminator", "generator_ema"):
+        assert all(torch.isfinite(v).all() for v in state[net].values() if v.is_floating_point())
+
+
+def test_a_write_killed_midway_leaves_no_temporary_file_behind(tmp_path, mnist_small):
+    t = GANTrainer(small(), data=mnist_small, out_dir=tmp_path).fit(steps=2, progress=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = tmp_path / f".checkpoint.pt.{dead}.tmp"  # what SIGKILL mid-write leaves
+    orphan.write_bytes(b"half a checkpoint")
+    t.save_checkpoint()
+    assert not orphan.exists() and load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
