@@ -96,9 +96,9 @@ def test_borrowed_work_scores_zero(exercise, code, why):
 def test_code_that_changes_the_checks_while_checked_scores_zero():
     # A generator without tanh whose constructor disables the tanh check: the check
     # would pass, but the grader sees its module changed.
-    code = ("import gan_helpers.checks\nclass FCGenerator(nn.Module):\n"
+    code = ("import gan_helpers.checks.probes\nclass FCGenerator(nn.Module):\n"
             "    def __init__(self, latent_dim=100):\n        super().__init__()\n"
-            "        gan_helpers.checks._check_tanh_output = lambda *a: None\n"
+            "        gan_helpers.checks.probes._check_tanh_output = lambda *a: None\n"
             "        self.net = nn.Sequential(nn.Linear(latent_dim, 128), nn.LeakyReLU(0.2), "
             "nn.Linear(128, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2), "
             "nn.Linear(512, 784))\n"
@@ -106,7 +106,7 @@ def test_code_that_changes_the_checks_while_checked_scores_zero():
     result = score(replace_cell(solution_cells(), "class FCGenerator(", code), "generator")
     assert result["score"] == 0
     assert "changed the grader's or PyTorch's own objects" in result["feedback"]
-    assert "gan_helpers.checks._check_tanh_output" in result["feedback"]
+    assert "gan_helpers.checks.probes._check_tanh_output" in result["feedback"]
 
 
 def test_code_run_while_defining_is_not_run():
@@ -174,13 +174,13 @@ def test_an_endless_check_is_stopped():
 
 
 def test_the_parent_clamps_scores_and_refuses_a_second_line_of_scores(monkeypatch):
-    line = grading._WORKER_MARK + json.dumps([{"name": "generator", "score": 20, "feedback": ""}])
+    line = grading.scoring._WORKER_MARK + json.dumps([{"name": "generator", "score": 20, "feedback": ""}])
     outputs = iter([line, line + "\n" + line])
 
     def fake_run(*args, **kwargs):
         return subprocess.CompletedProcess(args, 0, stdout=next(outputs) + "\n", stderr="")
 
-    monkeypatch.setattr(grading.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     assert grading.score_exercises([], ["generator", "losses"]) == [
         {"name": "generator", "score": 1, "max_score": 1, "feedback": ""},
         {"name": "losses", "score": 0, "max_score": 1, "feedback": "no score reported"}]

@@ -1,0 +1,251 @@
+"""The limits a student's code runs under, and running a notebook within them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from ..assignments import read_notebook
+
+MEMORY_BYTES = 4 * 1024**3  # RLIMIT_DATA of the student's processes
+ADDRESS_SLACK = 8 * 1024**3  # RLIMIT_AS is this much above it (shared mappings count there)
+FILE_BYTES = 1024**3  # RLIMIT_FSIZE: no file larger than this
+EXTRA_PROCESSES = 256  # processes a notebook may start (RLIMIT_NPROC, above the user's own)
+RUN_SECONDS = 600.0  # wall-clock limit for running one notebook, whatever its cells
+_MAX_TEXT = 600  # characters of a student's text (feedback, an error) kept in a report
+
+def _running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _user_tasks() -> int:
+    """Processes and threads of this user: what RLIMIT_NPROC counts."""
+    uid = os.getuid()
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(entry / "task"))
+            except OSError:
+                pass
+    return count
+
+
+def sandbox_available() -> bool:
+    """Whether notebooks can run as a user of their own: grading runs as root, and
+    other users can reach this Python (its interpreter and its standard library). A
+    Python under /root, as pyenv installs it there, is out of their reach."""
+    if not _running_as_root():
+        return False
+    import stat
+    import sysconfig
+
+    paths = {os.path.realpath(sys.executable)} | {
+        os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib")}
+    for path in paths:
+        parts = Path(path).parts
+        for i in range(1, len(parts) + 1):
+            mode = os.stat(Path(*parts[:i])).st_mode
+            if not mode & stat.S_IXOTH:
+                return False
+    return True
+
+
+_free_uids: "queue.Queue[int] | None" = None
+_uid_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def sandbox_uid():
+    """When ``sandbox_available()``: a user and group id of its own for one notebook's
+    processes (none of the system's), so that they can write nothing of the grader's,
+    the process limit holds for them (root is exempt from it), and whatever they leave
+    running or in the shared temporary folders is removed without touching another
+    notebook's. Else None."""
+    global _free_uids
+    if not sandbox_available():
+        yield None
+        return
+    import grp
+    import pwd
+
+    with _uid_lock:
+        if _free_uids is None:
+            taken = {p.pw_uid for p in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
+            _free_uids = queue.Queue()
+            for uid in range(64000, 65000):
+                if uid not in taken:
+                    _free_uids.put(uid)
+    uid = _free_uids.get()
+    try:
+        yield uid
+    finally:
+        clean_up_after(uid)
+        _free_uids.put(uid)
+
+
+def clean_up_after(uid: int) -> None:
+    """End every process of sandbox user ``uid``, wherever it went (a new session, a
+    double fork), and delete its files in the shared temporary folders."""
+    _kill_user_processes(uid)
+    for top in ("/tmp", "/var/tmp", "/dev/shm"):
+        for folder, dirs, files in os.walk(top, topdown=False):
+            for name in files + dirs:
+                path = os.path.join(folder, name)
+                try:
+                    if os.lstat(path).st_uid == uid:
+                        if os.path.isdir(path) and not os.path.islink(path):
+                            os.rmdir(path)
+                        else:
+                            os.unlink(path)
+                except OSError:
+                    pass
+
+
+def limit_this_process(cpu_seconds: float, memory_bytes: int = MEMORY_BYTES,
+                       uid: int | None = None) -> None:
+    """Limits for a process about to run student code (and inherited by its children):
+    CPU time, private memory (RLIMIT_DATA: imports still work, a 20 GB tensor fails)
+    and address space, file size, processes, no core files; with ``uid`` (when root),
+    become that user first."""
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    cpu = max(1, int(cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    space = memory_bytes + ADDRESS_SLACK  # torch's libraries map a few GB they never touch
+    resource.setrlimit(resource.RLIMIT_AS, (space, space))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # A fresh sandbox user owns nothing yet; as yourself, your own tasks count too.
+    processes = EXTRA_PROCESSES + (0 if uid is not None else _user_tasks())
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_user_processes(uid: int) -> None:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)  # every process this user may signal, but itself
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _student_env(home: Path, fast: bool = True) -> dict:
+    """The whole environment of a process that runs student code: none of the
+    teacher's variables (tokens, say), its folder as home, Jupyter's and matplotlib's
+    files there too."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+           "HOME": str(home), "USER": "student", "LOGNAME": "student", "TMPDIR": str(home),
+           "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(home / ".matplotlib"),
+           "JUPYTER_RUNTIME_DIR": str(home / ".runtime"), "JUPYTER_DATA_DIR": str(home / ".data"),
+           "JUPYTER_CONFIG_DIR": str(home / ".jupyter"), "IPYTHONDIR": str(home / ".ipython"),
+           "JUPYTER_PLATFORM_DIRS": "1"}
+    if fast:
+        env["GAN_COURSE_FAST"] = "1"
+    return env
+
+
+def _text(value: object) -> str:
+    """A student's text for a report: printable characters only, at most _MAX_TEXT."""
+    text = "".join(c if c.isprintable() else " " for c in str(value))
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
+
+
+# ----------------------------------------------------------------- the worker side
+
+
+# ------------------------------------------------------------- running the notebook
+def run_notebook(path: Path, cell_timeout: float, total_seconds: float = RUN_SECONDS,
+                 fast: bool = True, uid: int | None = None) -> list[str]:
+    """Execute the notebook at ``path`` (a copy alone in a temporary folder) in a
+    kernel, in a limited process (as ``uid``, when given), for at most
+    ``total_seconds``; returns its cell errors ("cell N: Name: message")."""
+    home = path.parent
+    result = home / ".cell-errors.json"
+    request = {"path": str(path), "cell_timeout": cell_timeout, "seconds": total_seconds,
+               "result": str(result)}
+    # No pipe to this process or its kernel: what the student's code leaves running
+    # could hold one open and hang the grader, or flood it.
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-m", "gan_helpers.grading", "--run", json.dumps(request)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=home, start_new_session=True, env=_student_env(home, fast),
+        **({"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}),
+    )
+    try:
+        proc.wait(timeout=total_seconds + 30)
+    except subprocess.TimeoutExpired:
+        return [f"the notebook did not finish within {total_seconds:.0f} s and was stopped"]
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+        if uid is not None:
+            _kill_user_processes(uid)
+    try:
+        with open(result, "rb") as f:
+            errors = json.loads(f.read(1 << 20))
+        if not (isinstance(errors, list) and all(isinstance(e, str) for e in errors)):
+            raise ValueError("not a list of strings")
+    except (OSError, ValueError) as err:
+        return [f"the notebook could not be run to the end ({type(err).__name__})"]
+    return [_text(e) for e in errors[:100]]
+
+
+def _run(request: dict) -> None:
+    """In the limited process: execute the notebook with nbclient, writing its cell
+    errors, as a JSON list of strings, to ``request["result"]``."""
+    limit_this_process(request["seconds"])
+    errors: list[str] = []
+    try:
+        from nbclient import NotebookClient
+        from traitlets.config import Config
+
+        path = Path(request["path"])
+        nb = read_notebook(path)
+        client = NotebookClient(
+            nb, timeout=request["cell_timeout"], allow_errors=True, interrupt_on_timeout=True,
+            kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+            # ipykernel 7.3+ warns at every start that its local TCP sockets are unencrypted.
+            config=Config({"KernelManager": {"transport_encryption": "auto"}}),
+        )
+        try:
+            client.execute()
+        except Exception as err:  # the kernel died (out of memory, say) or could not start
+            errors.append(f"the notebook could not be run to the end: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}")
+        found = []
+        for index, cell in enumerate(nb.cells):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") != "error":
+                    continue
+                if out.get("ename") == "KeyboardInterrupt":  # nbclient interrupts at the limit
+                    found.append(f"cell {index + 1}: stopped at its {request['cell_timeout']:.0f}-s "
+                                 "limit (an endless loop, or a long wait?)")
+                else:
+                    found.append(f"cell {index + 1}: {out.get('ename')}: {out.get('evalue')}")
+        errors = found + errors
+    except Exception as err:  # noqa: BLE001 - reported to the teacher, not raised
+        errors.append(f"the notebook could not be run: {type(err).__name__}: {err}")
+    with open(request["result"], "w") as f:
+        json.dump(errors, f)
