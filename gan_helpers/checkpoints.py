@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = "gan-course-checkpoint"
 CHECKPOINT_VERSION = 1
 HISTORY_KEYS = ("g_loss", "d_loss", "d_real", "d_fake")
+EARLIER_RUN_DIR = "previous"  # where a new run moves the files of the run before it
 
 
 class CheckpointError(RuntimeError):
@@ -284,3 +285,58 @@ def generate(
         return torch.cat([generator(chunk.to(dev)).cpu() for chunk in z.split(batch_size)])
     finally:
         generator.train(was_training)
+
+
+# ------------------------------------------------------------------ run folders
+def claim_run_folder(out_dir: Path, resumed_from: Path | None, log) -> None:
+    """Make ``out_dir`` ready for a run: writable, and free of another run's files
+    (checkpoint.pt, step_*.png, early_vs_late.png, training.gif), which move into
+    ``out_dir/previous/``, replacing an older run's there; else the new run would mix
+    its grids with theirs and replace their training state at its first checkpoint. A
+    run continuing the checkpoint in ``out_dir`` (``resumed_from``) leaves it as it is."""
+    _check_writable(out_dir)  # before training, not at the first save
+    here = out_dir / "checkpoint.pt"
+    if resumed_from is not None and here.exists() and here.resolve() == resumed_from:
+        if out_dir.resolve().name == EARLIER_RUN_DIR:
+            log(f"note: this run continues in {out_dir}, where the next new run in "
+                f"{out_dir.parent} puts the run before it, replacing this one. To "
+                "keep it, continue it in a folder of its own (--out on the command "
+                "line, out_dir in Python).")
+        return
+    earlier = _run_files(out_dir)
+    if not earlier:
+        return
+    previous = out_dir / EARLIER_RUN_DIR
+    previous.mkdir(exist_ok=True)
+    for old in _run_files(previous):
+        old.unlink()
+    for path in earlier:
+        os.replace(path, previous / path.name)
+    log(f"{out_dir} held another run's files; moved them to {previous} (its "
+        "checkpoint.pt can still be resumed; the next new run here replaces them).")
+
+
+def _run_files(folder: Path) -> list[Path]:
+    """The files a run writes into its folder: checkpoint.pt, early_vs_late.png,
+    training.gif and the step_*.png grids, those that exist."""
+    named = [folder / "checkpoint.pt", folder / "early_vs_late.png", folder / "training.gif"]
+    return [p for p in named if p.exists()] + sorted(folder.glob("step_*.png"))
+
+
+
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and make sure files can be written there; raise an
+    OSError that names the folder and the fix otherwise."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        why = "it is a file, not a folder" if folder.exists() and not folder.is_dir() else (
+            err.strerror or err)
+        raise OSError(
+            f"cannot write to the output folder {folder} ({why}); "
+            "choose a folder you can write to (--out on the command line, out_dir in Python)"
+        ) from err

@@ -25,7 +25,6 @@ from typing import Callable
 
 from .assignments import ASSIGNMENTS
 from .data import DATASET_NAMES, DataFileError
-from .losses import LOSS_NAMES
 from .models import MODEL_NAMES, MODEL_TITLES
 
 GENERATOR_SOURCE_HELP = (
@@ -112,7 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and sample the GAN course's models on MNIST.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_sampling(sub)
+    _add_teaching(sub)
+    _add_tools(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser(
         "train", help="train a GAN and write sample grids and a checkpoint",
         description="Train a GAN. Stops at --epochs or --max-seconds (or --max-steps), "
@@ -144,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "machine has one)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_sampling(sub) -> None:
     sample = sub.add_parser("sample", help="draw images from a trained generator",
                             description="Draw images from a checkpoint or a generator file.")
     sample.add_argument("--checkpoint", type=Path, required=True, help=GENERATOR_SOURCE_HELP)
@@ -166,17 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_seed, default=0,
                           help="seed of the samples (default 0); other seeds draw other samples")
     evaluate.add_argument("--json", action="store_true", help="print one line of JSON")
-
-    classifier = sub.add_parser(
-        "train-classifier", help="retrain the shipped digit classifier used by evaluate",
-        description="Train gan_helpers.metrics.DigitClassifier on the project's data, print "
-        "its test-split accuracy and write it into the package.",
+    export = sub.add_parser(
+        "export", help="write the generator of a checkpoint as a small sampling-only file",
+        description="Keep only what sampling needs (the generator and its configuration).",
     )
-    classifier.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
-                            help="whose classifier to retrain (default mnist)")
-    classifier.add_argument("--epochs", type=_positive_int, default=5,
-                            help="passes over its training digits (default 5)")
+    export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt or its run folder")
+    export.add_argument("--out", type=Path, required=True,
+                        help="the file to write, e.g. generator.pt; sample and evaluate read it")
 
+
+def _add_teaching(sub) -> None:
     release = sub.add_parser(
         "release", help="write student copies of solution notebooks",
         description="Replace every ### BEGIN/END SOLUTION block with a stub that raises "
@@ -211,14 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--assignment", default=None, choices=list(ASSIGNMENTS),
                        help="grade as this assignment, whatever the notebooks' stamps say")
 
-    export = sub.add_parser(
-        "export", help="write the generator of a checkpoint as a small sampling-only file",
-        description="Keep only what sampling needs (the generator and its configuration).",
-    )
-    export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt or its run folder")
-    export.add_argument("--out", type=Path, required=True,
-                        help="the file to write, e.g. generator.pt; sample and evaluate read it")
 
+def _add_tools(sub) -> None:
+    classifier = sub.add_parser(
+        "train-classifier", help="retrain the shipped digit classifier used by evaluate",
+        description="Train gan_helpers.metrics.DigitClassifier on the project's data, print "
+        "its test-split accuracy and write it into the package.",
+    )
+    classifier.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
+                            help="whose classifier to retrain (default mnist)")
+    classifier.add_argument("--epochs", type=_positive_int, default=5,
+                            help="passes over its training digits (default 5)")
     diagrams = sub.add_parser(
         "diagrams", help="draw the GAN and DCGAN pictures (gan_helpers.diagrams) as PNG files")
     diagrams.add_argument("--out", type=Path, default=Path("images"),
@@ -237,8 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("dataset", choices=DATASET_NAMES, nargs="?", default="mnist",
                           help="which data set (default mnist)")
     download.add_argument("--data-dir", type=Path, default=None, help="target folder (default data/)")
-    return parser
-
 
 def _config_from_args(args):
     from .config import SEED_EPOCHS, TrainConfig

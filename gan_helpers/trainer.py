@@ -24,14 +24,13 @@ from torch import nn
 
 from .augment import translate
 from .checkpoints import (HISTORY_KEYS, CheckpointError, atomic_save, checkpoint_file,
-                          load_checkpoint, restore_training_state, training_state)
+                          claim_run_folder, load_checkpoint, restore_training_state,
+                          training_state)
 from .config import R1_EVERY, TrainConfig, resolve_device
 from .data import ImageSet, SeedLoaderBatches, ShuffledBatches, load_images
 from .losses import adversarial_loss, uses_logits
 from .models import MODEL_TITLES, build_models
 from .step import make_optimizer, r1_step, standing_statistics, train_step
-
-EARLIER_RUN_DIR = "previous"  # where a new run moves the files of the run before it
 
 @dataclass
 class TrainEvent:
@@ -84,18 +83,7 @@ class GANTrainer:
         self.checkpoint_every = checkpoint_every
         self.log = log
 
-        torch.manual_seed(config.seed)  # the initial weights
-        self.generator, self.discriminator = (
-            m.to(self.device)
-            for m in build_models(
-                config.model, config.latent_dim, uses_logits(config.loss),
-                config.g_batchnorm, config.width, config.d_width,
-            )
-        )
-        if self.device.type == "cpu" and config.model == "dcgan":
-            # oneDNN's CPU convolutions run faster on channels-last tensors; same maths.
-            for net in (self.generator, self.discriminator):
-                net.to(memory_format=torch.channels_last)
+        self.generator, self.discriminator = _networks(config, self.device)
         self.criterion = adversarial_loss(config.loss)
         self._weights = [*self.generator.parameters(), *self.discriminator.parameters()]
         self._last_checkpoint = time.monotonic()
@@ -125,14 +113,10 @@ class GANTrainer:
         self._out_dir_claimed = False
 
         self.data = data if data is not None else load_images(config.dataset)
-        if config.recipe == "seed":
-            self.batches = SeedLoaderBatches(
-                self.data, config.batch_size, config.seed, self.device
-            )
-        else:
-            self.batches = ShuffledBatches(
-                self.data.scaled().to(self.device), config.batch_size, config.seed
-            )
+        self.batches = (SeedLoaderBatches(self.data, config.batch_size, config.seed, self.device)
+                        if config.recipe == "seed" else
+                        ShuffledBatches(self.data.scaled().to(self.device), config.batch_size,
+                                        config.seed))
 
     # ------------------------------------------------------------------ training
     @property
@@ -292,35 +276,11 @@ class GANTrainer:
             self._last_checkpoint = now
 
     def _claim_out_dir(self) -> None:
-        """Before a run first writes into ``out_dir``: if the folder holds the files of
-        another run (its checkpoint.pt, step_*.png grids, early_vs_late.png), move them
-        into ``out_dir/previous/``, replacing the files of an older run there. Otherwise
-        the new run would mix its grids with theirs and, at its first checkpoint,
-        replace the other run's training state. A trainer continuing the checkpoint in
-        ``out_dir`` leaves the folder as it is."""
+        """Before a run first writes into ``out_dir`` (``checkpoints.claim_run_folder``)."""
         if self._out_dir_claimed or self.out_dir is None:
             return
-        _check_writable(self.out_dir)  # before training, not at the first save
+        claim_run_folder(self.out_dir, self.resumed_from, self.log)
         self._out_dir_claimed = True
-        here = self.checkpoint_path
-        if self.resumed_from is not None and here.exists() and here.resolve() == self.resumed_from:
-            if self.out_dir.resolve().name == EARLIER_RUN_DIR:
-                self.log(f"note: this run continues in {self.out_dir}, where the next new run in "
-                         f"{self.out_dir.parent} puts the run before it, replacing this one. To "
-                         "keep it, continue it in a folder of its own (--out on the command "
-                         "line, out_dir in Python).")
-            return
-        earlier = _run_files(self.out_dir)
-        if not earlier:
-            return
-        previous = self.out_dir / EARLIER_RUN_DIR
-        previous.mkdir(exist_ok=True)
-        for old in _run_files(previous):
-            old.unlink()
-        for path in earlier:
-            os.replace(path, previous / path.name)
-        self.log(f"{self.out_dir} held another run's files; moved them to {previous} (its "
-                 "checkpoint.pt can still be resumed; the next new run here replaces them).")
 
     def _finish(self, hooks: list[Hook]) -> None:
         if self.out_dir is not None:
@@ -508,34 +468,21 @@ class GANTrainer:
         return trainer
 
 
+def _networks(config: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """G and D of ``config``, initialised from its seed, on ``device``."""
+    torch.manual_seed(config.seed)
+    nets = [m.to(device) for m in build_models(
+        config.model, config.latent_dim, uses_logits(config.loss), config.g_batchnorm,
+        config.width, config.d_width)]
+    if device.type == "cpu" and config.model == "dcgan":
+        # oneDNN's CPU convolutions run faster on channels-last tensors; same maths.
+        for net in nets:
+            net.to(memory_format=torch.channels_last)
+    return nets[0], nets[1]
+
+
 def _is_terminal(stream: object) -> bool:
     try:
         return bool(stream.isatty())  # type: ignore[attr-defined]
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
-
-
-def _run_files(folder: Path) -> list[Path]:
-    """The files a run writes into its folder: checkpoint.pt, early_vs_late.png,
-    training.gif and the step_*.png grids, those that exist."""
-    named = [folder / "checkpoint.pt", folder / "early_vs_late.png", folder / "training.gif"]
-    return [p for p in named if p.exists()] + sorted(folder.glob("step_*.png"))
-
-
-
-def _check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and make sure files can be written there; raise an
-    OSError that names the folder and the fix otherwise."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        why = "it is a file, not a folder" if folder.exists() and not folder.is_dir() else (
-            err.strerror or err)
-        raise OSError(
-            f"cannot write to the output folder {folder} ({why}); "
-            "choose a folder you can write to (--out on the command line, out_dir in Python)"
-        ) from err

@@ -81,7 +81,8 @@ def _check_differentiable(name: str, loss: Callable, args: tuple, wrt: tuple[int
                           "o: keep o in the formula, -mean(t * log(o) + (1 - t) * log(1 - o)).")
 
 
-def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
+def _check_bce(bce: Callable) -> None:
+    """bce(o, t): the formula by hand, its sign, its mean, its graph."""
     o = torch.tensor([[0.9], [0.2], [0.6], [0.05]])
     t = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     expected = nn.BCELoss()(o, t)
@@ -112,9 +113,9 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         )
     _check_differentiable("bce", bce, (o, t), wrt=(0,))
 
-    criterion = nn.BCELoss()
-    d_fake = torch.tensor([[0.3], [0.8], [0.1]])
-    d_real = torch.tensor([[0.7], [0.9], [0.4]])
+
+def _check_g_loss(generator_loss: Callable, criterion, d_fake: torch.Tensor) -> None:
+    """generator_loss: BCE of D(G(z)) against the valid label."""
     ref_g = reference_losses.generator_loss(criterion, d_fake)
     g = _one_loss("generator_loss", generator_loss(criterion, d_fake))
     if torch.isclose(g, criterion(d_fake, torch.zeros_like(d_fake)), atol=1e-5):
@@ -130,6 +131,10 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         raise Mistake(f"generator_loss gives {g.item():.4f}, expected {ref_g.item():.4f}: BCE of D(G(z)) against ones.")
     _check_differentiable("generator_loss", generator_loss, (criterion, d_fake), wrt=(1,))
 
+
+def _check_d_loss(discriminator_loss: Callable, criterion, d_real: torch.Tensor,
+                  d_fake: torch.Tensor) -> None:
+    """discriminator_loss: (BCE(real, 1) + BCE(fake, 0)) / 2."""
     real_part = criterion(d_real, torch.ones_like(d_real))
     fake_part = criterion(d_fake, torch.zeros_like(d_fake))
     d = _one_loss("discriminator_loss", discriminator_loss(criterion, d_real, d_fake))
@@ -154,8 +159,11 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         )
     _check_differentiable("discriminator_loss", discriminator_loss, (criterion, d_real, d_fake),
                           wrt=(1, 2))
-    # The same losses with BCEWithLogitsLoss on logits, where a loss that builds its own
-    # BCE gives other numbers or, as nn.BCELoss outside [0, 1] does, raises.
+
+
+def _check_any_criterion(generator_loss: Callable, discriminator_loss: Callable) -> None:
+    """Both losses with BCEWithLogitsLoss on logits, where a loss that builds its own
+    BCE gives other numbers or, as nn.BCELoss outside [0, 1] does, raises."""
     logits_loss = nn.BCEWithLogitsLoss()
     logits, real_logits = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([[1.5], [-0.5], [3.0]])
     with_logits, failure = _with_logits("generator_loss", generator_loss, logits_loss, logits)
@@ -174,4 +182,16 @@ def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: C
         raise Mistake(f"discriminator_loss must work with any criterion{failure}: call "
                       "criterion(d_on_real, ones) and criterion(d_on_fake, zeros), not a BCE "
                       "of its own.")
+
+
+def _check_losses(bce: Callable, generator_loss: Callable, discriminator_loss: Callable) -> list[str]:
+    """The losses exercise: ``bce``, then G's and D's losses on probabilities, then on
+    logits with BCEWithLogitsLoss."""
+    _check_bce(bce)
+    criterion = nn.BCELoss()
+    d_fake = torch.tensor([[0.3], [0.8], [0.1]])
+    d_real = torch.tensor([[0.7], [0.9], [0.4]])
+    _check_g_loss(generator_loss, criterion, d_fake)
+    _check_d_loss(discriminator_loss, criterion, d_real, d_fake)
+    _check_any_criterion(generator_loss, discriminator_loss)
     return ["bce matches the formula; G against valid labels; D loss is (real + fake) / 2"]

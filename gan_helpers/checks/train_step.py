@@ -155,17 +155,11 @@ def _check_g_step_scores_fakes(log: list, d_inputs: list[tuple[int, torch.Tensor
             "images, generator_loss(criterion, discriminator(fake)), or no gradient reaches G.")
 
 
-def _check_train_step(student: Callable) -> list[str]:
-    g, d = reference_models.build_models("fc")
-    real = torch.rand(16, 1, 28, 28) * 2 - 1
-    z = torch.randn(16, 100)
-    criterion = nn.BCELoss()
-    ref_g, d_from_g_loss, ref_d = _reference_grads(g, d, criterion, real, z)
-    fake_label_g, _, _ = _reference_grads(g, d, criterion, real, z, g_labels=0.0)
-    # Stale gradients from an imaginary previous step: a missing zero_grad keeps them.
-    stale = 0.5
-    for p in list(g.parameters()) + list(d.parameters()):
-        p.grad = torch.full_like(p, stale)
+def _run_spied(student: Callable, g: nn.Module, d: nn.Module, criterion, real: torch.Tensor,
+               z: torch.Tensor) -> tuple[list, list, list]:
+    """Run the student's step with optimizers (lr 0) and a backward that log what
+    happens, in order; returns (the log, G's (input, output) calls, D's (log position,
+    input) calls). A step that backpropagates twice through G's graph is a Mistake."""
     log: list = []
     opt_g = _SpyOptimizer(torch.optim.SGD(g.parameters(), lr=0.0), "opt_g", log)
     opt_d = _SpyOptimizer(torch.optim.SGD(d.parameters(), lr=0.0), "opt_d", log)
@@ -201,6 +195,12 @@ def _check_train_step(student: Callable) -> list[str]:
                 "discriminator(fake.detach()) so D's backward pass stops at the images."
             ) from err
         raise
+    return log, g_calls, d_inputs
+
+
+def _check_order(log: list, d_from_g_loss: list, stale: float) -> list:
+    """Each optimizer steps, after its own backward pass, G's before D's; returns the
+    steps as (name, gradients at the step)."""
     backward_calls = [name for name, _ in log if name == "backward"]
     steps = [(name, grads) for name, grads in log if name.endswith(".step")]
     names = [name for name, _ in steps]
@@ -220,12 +220,16 @@ def _check_train_step(student: Callable) -> list[str]:
                 "loss, so it moves D along G's gradient, and D's loss then steps G. G's step "
                 "ends with opt_g.step(), D's with opt_d.step().")
         raise Mistake("D is updated before G: the seed trains G first, then D, in every step.")
-    _check_generator_noise(g_calls, z)
-    _check_g_step_scores_fakes(log, d_inputs, g_calls, real)
-    for net in ("g", "d"):
-        _check_step_has_gradients(log, net)
-    g_at_step = dict(steps)["opt_g.step"]
-    d_at_step = dict(steps)["opt_d.step"]
+    return steps
+
+
+def _check_gradients(g: nn.Module, d: nn.Module, criterion, real: torch.Tensor,
+                     z: torch.Tensor, at_step: dict, references: tuple, stale: float) -> None:
+    """The gradients each optimizer stepped with are those of the seed's G and D losses,
+    with fresh gradients (zero_grad) and none from D's loss in G (detach)."""
+    ref_g, ref_d, d_from_g_loss, fake_label_g = references
+    g_at_step = at_step["opt_g.step"]
+    d_at_step = at_step["opt_d.step"]
     accumulated_g = [r + stale for r in ref_g]
     accumulated_d = [
         [r + extra for r, extra in zip(ref_d, extras)]
@@ -271,6 +275,28 @@ def _check_train_step(student: Callable) -> list[str]:
             "the fake batch is not detached in D's step: D's loss sent gradients into G. "
             "Use discriminator(fake.detach()) so D's backward pass stops at the images."
         )
+
+
+def _check_train_step(student: Callable) -> list[str]:
+    """The training step: the seed's order, each network's own gradients, detach."""
+    g, d = reference_models.build_models("fc")
+    real = torch.rand(16, 1, 28, 28) * 2 - 1
+    z = torch.randn(16, 100)
+    criterion = nn.BCELoss()
+    ref_g, d_from_g_loss, ref_d = _reference_grads(g, d, criterion, real, z)
+    fake_label_g, _, _ = _reference_grads(g, d, criterion, real, z, g_labels=0.0)
+    # Stale gradients from an imaginary previous step: a missing zero_grad keeps them.
+    stale = 0.5
+    for p in list(g.parameters()) + list(d.parameters()):
+        p.grad = torch.full_like(p, stale)
+    log, g_calls, d_inputs = _run_spied(student, g, d, criterion, real, z)
+    steps = _check_order(log, d_from_g_loss, stale)
+    _check_generator_noise(g_calls, z)
+    _check_g_step_scores_fakes(log, d_inputs, g_calls, real)
+    for net in ("g", "d"):
+        _check_step_has_gradients(log, net)
+    _check_gradients(g, d, criterion, real, z, dict(steps), (ref_g, ref_d, d_from_g_loss,
+                     fake_label_g), stale)
     calls = [name for name, _ in log]
     if "generator" in calls[calls.index("opt_g.step"):]:
         # The check's optimizers have lr 0, so the gradients above cannot tell; in training

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..assignments import POINTS
 from .definitions import CELL_PREFIX, definitions
@@ -50,10 +51,9 @@ def _reference_code(exercises) -> tuple[set, set]:
     return calls, methods
 
 
-def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercises) -> dict:
-    """In a forked child: run the student's definitions, then ``exercise``'s check,
-    tracing calls from the student's code into the package's reference solutions.
-    Returns the result."""
+def _watched() -> list[tuple[str, object]]:
+    """The objects whose attributes the student's code must leave alone while it is
+    checked: every checks module, the package's reference modules, builtins, torch."""
     import builtins
 
     import torch
@@ -61,27 +61,25 @@ def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercis
 
     from .. import checks, config, losses, models, step, trainer
     from ..checks import exercise as framework
+    from ..checks import losses as loss_checks
     from ..checks import networks, probes
     from ..checks import train_step as step_checks
-    from ..checks import losses as loss_checks
 
-    watched = [("gan_helpers.checks", checks), ("gan_helpers.checks.exercise", framework),
-               ("gan_helpers.checks.probes", probes), ("gan_helpers.checks.networks", networks),
-               ("gan_helpers.checks.losses", loss_checks),
-               ("gan_helpers.checks.train_step", step_checks), ("gan_helpers.losses", losses),
-               ("gan_helpers.models", models), ("gan_helpers.step", step),
-               ("gan_helpers.trainer", trainer), ("gan_helpers.config", config),
-               ("checks.Exercise", checks.Exercise), ("checks.CheckResult", checks.CheckResult),
-               ("builtins", builtins), ("torch", torch), ("torch.Tensor", torch.Tensor),
-               ("torch.nn.Module", nn.Module), ("torch.nn.functional", nn.functional),
-               ("torch.autograd", torch.autograd)]
-    before = _snapshot(watched)
-    checks_folder = os.path.dirname(checks.__file__) + os.sep
-    forbidden_calls, forbidden_methods = _reference_code(all_exercises)
+    return [("gan_helpers.checks", checks), ("gan_helpers.checks.exercise", framework),
+            ("gan_helpers.checks.probes", probes), ("gan_helpers.checks.networks", networks),
+            ("gan_helpers.checks.losses", loss_checks),
+            ("gan_helpers.checks.train_step", step_checks), ("gan_helpers.losses", losses),
+            ("gan_helpers.models", models), ("gan_helpers.step", step),
+            ("gan_helpers.trainer", trainer), ("gan_helpers.config", config),
+            ("checks.Exercise", checks.Exercise), ("checks.CheckResult", checks.CheckResult),
+            ("builtins", builtins), ("torch", torch), ("torch.Tensor", torch.Tensor),
+            ("torch.nn.Module", nn.Module), ("torch.nn.functional", nn.functional),
+            ("torch.autograd", torch.autograd)]
 
-    def result(passed: bool, feedback: str) -> dict:
-        return {"name": exercise.name, "score": int(passed), "feedback": feedback}
 
+def _run_definitions(modules: list[tuple[int, ast.Module]]) -> tuple[dict, list[str]]:
+    """Run the notebook's definitions (``definitions``), cell by cell; returns the
+    namespace and the cells that failed, as "cell N: Error: message"."""
     namespace: dict = {"__name__": "__main__"}
     failed = []
     for number, module in modules:
@@ -89,19 +87,16 @@ def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercis
             exec(compile(module, f"{CELL_PREFIX}{number}>", "exec"), namespace)
         except BaseException as err:  # noqa: BLE001 - a student's import can fail any way
             failed.append(f"cell {number}: {type(err).__name__}: {err}")
-    missing = [n for n in exercise.student_names if n not in namespace]
-    if missing:
-        return result(False, f"{', '.join(missing)} is not defined by a def or class statement "
-                             "in the notebook: the check looks for your code under the name the "
-                             "exercise cell gives it, so keep that name."
-                             + (f" (Running the notebook's imports and definitions failed in "
-                                f"{'; '.join(failed)}.)" if failed else ""))
-    objects = [namespace[n] for n in exercise.student_names]
-    for name, obj in zip(exercise.student_names, objects):
-        borrowed = _borrowed(obj)
-        if borrowed:
-            return result(False, f"{name} {borrowed}: write your own.")
-    calls: list[str] = []
+    return namespace, failed
+
+
+def _reference_call_tracer(all_exercises, calls: list[str]) -> Callable:
+    """A ``sys.setprofile`` function that appends to ``calls`` each call into the
+    package's reference solutions made from the student's code."""
+    from .. import checks
+
+    checks_folder = os.path.dirname(checks.__file__) + os.sep
+    forbidden_calls, forbidden_methods = _reference_code(all_exercises)
 
     def from_student(frame) -> bool:
         # The student's code is on the way to this call before the checks' code is:
@@ -127,6 +122,34 @@ def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercis
                 calls.append(f"{Path(code.co_filename).stem}.{code.co_qualname}"
                              if hasattr(code, "co_qualname") else code.co_name)
 
+    return profile
+
+
+def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercises) -> dict:
+    """In a forked child: run the student's definitions, then ``exercise``'s check,
+    tracing calls from the student's code into the package's reference solutions.
+    Returns the result."""
+    watched = _watched()
+    before = _snapshot(watched)
+    calls: list[str] = []
+    profile = _reference_call_tracer(all_exercises, calls)
+
+    def result(passed: bool, feedback: str) -> dict:
+        return {"name": exercise.name, "score": int(passed), "feedback": feedback}
+
+    namespace, failed = _run_definitions(modules)
+    missing = [n for n in exercise.student_names if n not in namespace]
+    if missing:
+        return result(False, f"{', '.join(missing)} is not defined by a def or class statement "
+                             "in the notebook: the check looks for your code under the name the "
+                             "exercise cell gives it, so keep that name."
+                             + (f" (Running the notebook's imports and definitions failed in "
+                                f"{'; '.join(failed)}.)" if failed else ""))
+    objects = [namespace[n] for n in exercise.student_names]
+    for name, obj in zip(exercise.student_names, objects):
+        borrowed = _borrowed(obj)
+        if borrowed:
+            return result(False, f"{name} {borrowed}: write your own.")
     sys.setprofile(profile)
     try:
         outcome = exercise.result(*objects)
