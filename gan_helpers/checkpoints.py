@@ -254,7 +254,7 @@ def pretrained_file(model: str) -> Path:
 
 def pretrained(model: str = "fc") -> nn.Module:
     """A generator trained for longer and shipped with the package, in eval mode:
-    ``"fc"`` or ``"dcgan"`` (README gives the commands that made them and their scores).
+    ``"fc"`` or ``"dcgan"`` (bench/RESULTS.md gives the commands that made them).
     """
     generator, _ = load_generator(pretrained_file(model))
     return generator

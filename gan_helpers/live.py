@@ -163,8 +163,9 @@ class LiveDashboard:
 
     @staticmethod
     def _status_text(event) -> str:
+        epoch = f" (epoch {event.epoch:.1f})" if getattr(event.trainer, "config", None) else ""
         return (
-            f"step {event.step} (epoch {event.epoch:.1f}) &nbsp; "
+            f"step {event.step}{epoch} &nbsp; "
             f"G loss {event.g_loss:.3f} &nbsp; D loss {event.d_loss:.3f} &nbsp; "
             f"D(x) {event.d_real:.2f} &nbsp; D(G(z)) {event.d_fake:.2f}"
         )

@@ -51,9 +51,16 @@ class MinibatchStd(nn.Module):
 
     mixes_batch = True  # train_step then scores real and fake batches apart
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.fixed_spread: torch.Tensor | None = None  # set while drawing D's surface
+        self.last_spread: torch.Tensor | None = None
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        spread = h.std(dim=0, unbiased=False).mean().expand(h.shape[0], 1)
-        return torch.cat([h, spread], dim=1)
+        spread = h.std(dim=0, unbiased=False).mean() if self.fixed_spread is None \
+            else self.fixed_spread
+        self.last_spread = spread.detach()
+        return torch.cat([h, spread.expand(h.shape[0], 1)], dim=1)
 
 
 def toy_models(latent_dim: int = 2, hidden: int = 128,
@@ -122,6 +129,23 @@ class ToyRun:
         """G's points for a fixed batch of 1,000 noise vectors: (1000, 2)."""
         return self.generator(self.fixed_noise)
 
+    @torch.no_grad()
+    def score_points(self, points: torch.Tensor) -> torch.Tensor:
+        """D's logits (N, 1) for ``points`` (N, 2), each scored as D scores a point of
+        one of G's batches: with a minibatch std layer, its spread feature is that of a
+        batch of G's points, not that of ``points``."""
+        layers = [m for m in self.discriminator.modules() if isinstance(m, MinibatchStd)]
+        if not layers:
+            return self.discriminator(points)
+        self.discriminator(self.samples()[: self.batch_size])  # records G's batch spread
+        for layer in layers:
+            layer.fixed_spread = layer.last_spread
+        try:
+            return self.discriminator(points)
+        finally:
+            for layer in layers:
+                layer.fixed_spread = None
+
     def draw(self, ax):
         """Real points, G's points and D's probability of "real" over the plane, on
         ``ax``; returns the probability's contour set (for a colour bar)."""
@@ -129,7 +153,7 @@ class ToyRun:
         grid = torch.linspace(-lim, lim, 120)
         xx, yy = torch.meshgrid(grid, grid, indexing="xy")
         with torch.no_grad():
-            p = torch.sigmoid(self.discriminator(torch.stack([xx.flatten(), yy.flatten()], 1)))
+            p = torch.sigmoid(self.score_points(torch.stack([xx.flatten(), yy.flatten()], 1)))
         surface = ax.contourf(xx.numpy(), yy.numpy(), p.view(120, 120).numpy(),
                               levels=torch.linspace(0, 1, 11).tolist(), cmap="RdBu", alpha=0.6)
         real = ring(1000, torch.Generator().manual_seed(1))

@@ -19,7 +19,7 @@ pytest.importorskip("nbgrader")
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "assignments"
 FC = SOLUTIONS / "01_build_the_fc_gan.ipynb"
-# README (For teachers) gives the same two lines: nbgrader's stub then reads as ours.
+# docs/teaching.md gives the same two lines: nbgrader's stub then reads as ours.
 CONFIG = """c = get_config()
 c.CourseDirectory.course_id = "gan-course"
 c.ClearSolutions.code_stub = {"python": 'raise NotImplementedError("your code here")'}
