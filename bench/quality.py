@@ -204,7 +204,7 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120, 300],
                         help="seconds of training after which each run is scored (default 30 60 120 300)")
@@ -237,16 +237,12 @@ def main() -> None:
                         help="torch threads per run (default: 1 with --jobs > 1, else torch's)")
     parser.add_argument("--plot", type=Path, default=Path("images/runs/quality_vs_time.png"),
                         help="where the plot goes (default images/runs/quality_vs_time.png)")
-    args = parser.parse_args()
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        parser.error("--jobs and --threads must be at least 1")
-    if args.jobs > 1 and args.steps is None:
-        parser.error("--jobs > 1 needs --steps: runs that share the machine cannot be timed")
-    if min(args.budgets) <= 0 or (args.steps and min(args.steps) < 1):
-        parser.error("--budgets must be positive seconds and --steps positive step counts")
-    if args.n < 2:
-        parser.error("--n must be at least 2 (the Fréchet distance compares two spreads; "
-                     "a few thousand give stable figures)")
+    return parser
+
+
+def _runs(args) -> dict[str, dict]:
+    """The runs the options ask for, as label -> TrainConfig options; a bad variant stops
+    the script before any work."""
     runs = {name: RECIPES[name] for name in args.recipes}
     for text in args.variants:  # before any work, so a typo fails at once
         options = parse_variant(text)
@@ -264,6 +260,45 @@ def main() -> None:
             runs[f"{base} {label}"] = {**RECIPES[base], **options}
     if args.additions:
         runs.update(addition_variants(args.additions))
+    return runs
+
+
+def _print_table(rows: list[dict], seeds: list[int], by: str) -> None:
+    """One line per run and budget, then the means over seeds where there are several."""
+    print()
+    width = max(12, *(len(r["recipe"]) for r in rows))
+    print(f"{'recipe':{width}s} {'seed':>4s} {'seconds':>7s} {'steps':>6s} {'FD':>8s} "
+          f"{'entropy':>7s} {'legible':>7s} {'IS':>5s} {'memo':>5s} {'copies':>6s}  missing")
+    for r in rows:
+        print(f"{r['recipe']:{width}s} {r['seed']:4d} {r['seconds']:7.0f} {r['steps']:6d} "
+              f"{r['frechet_distance']:8.2f} {r['class_entropy']:7.3f} {r['legible']:7.2%} "
+              f"{r['inception_score']:5.2f} {r['memorisation_ratio']:5.2f} {r['near_copies']:6.1%}  "
+              f"{','.join(map(str, r['classes_missing'])) or '-'}")
+    if len(seeds) > 1:
+        print(f"\nmeans over seeds {', '.join(map(str, seeds))}:")
+        for (recipe, steps_or_seconds), mine in mean_over_seeds(rows).items():
+            print(f"{recipe:{width}s} {steps_or_seconds:>8.0f} {by:7s} "
+                  f"FD {mean(mine, 'frechet_distance'):8.2f}  "
+                  f"entropy {mean(mine, 'class_entropy'):.3f}  "
+                  f"legible {mean(mine, 'legible'):7.2%}  "
+                  f"memorisation {mean(mine, 'memorisation_ratio'):.2f}  "
+                  f"copies {mean(mine, 'near_copies'):6.1%}  "
+                  f"missing {max(len(r['classes_missing']) for r in mine)}")
+
+
+def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--jobs and --threads must be at least 1")
+    if args.jobs > 1 and args.steps is None:
+        parser.error("--jobs > 1 needs --steps: runs that share the machine cannot be timed")
+    if min(args.budgets) <= 0 or (args.steps and min(args.steps) < 1):
+        parser.error("--budgets must be positive seconds and --steps positive step counts")
+    if args.n < 2:
+        parser.error("--n must be at least 2 (the Fréchet distance compares two spreads; "
+                     "a few thousand give stable figures)")
+    runs = _runs(args)
     by = "steps" if args.steps else "seconds"
     threads = args.threads or (1 if args.jobs > 1 else torch.get_num_threads())
     torch.set_num_threads(threads)
@@ -290,29 +325,13 @@ def main() -> None:
             results = list(pool.map(run_job, jobs))
     rows = [row for result in results for row in result]
 
-    print()
-    width = max(12, *(len(r["recipe"]) for r in rows))
-    print(f"{'recipe':{width}s} {'seed':>4s} {'seconds':>7s} {'steps':>6s} {'FD':>8s} "
-          f"{'entropy':>7s} {'legible':>7s} {'IS':>5s} {'memo':>5s} {'copies':>6s}  missing")
-    for r in rows:
-        print(f"{r['recipe']:{width}s} {r['seed']:4d} {r['seconds']:7.0f} {r['steps']:6d} "
-              f"{r['frechet_distance']:8.2f} {r['class_entropy']:7.3f} {r['legible']:7.2%} "
-              f"{r['inception_score']:5.2f} {r['memorisation_ratio']:5.2f} {r['near_copies']:6.1%}  "
-              f"{','.join(map(str, r['classes_missing'])) or '-'}")
-    if len(args.seeds) > 1:
-        print(f"\nmeans over seeds {', '.join(map(str, args.seeds))}:")
-        for (recipe, steps_or_seconds), mine in mean_over_seeds(rows).items():
-            print(f"{recipe:{width}s} {steps_or_seconds:>8.0f} {by:7s} "
-                  f"FD {mean(mine, 'frechet_distance'):8.2f}  "
-                  f"entropy {mean(mine, 'class_entropy'):.3f}  "
-                  f"legible {mean(mine, 'legible'):7.2%}  "
-                  f"memorisation {mean(mine, 'memorisation_ratio'):.2f}  "
-                  f"copies {mean(mine, 'near_copies'):6.1%}  "
-                  f"missing {max(len(r['classes_missing']) for r in mine)}")
+    _print_table(rows, args.seeds, by)
     if by == "seconds":
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(rows, floor, args.plot)
         print(f"plot: {args.plot}")
+
+
 
 
 def mean(rows: list[dict], key: str) -> float:

@@ -271,7 +271,7 @@ def recipe_rates(images: ImageSet, device: str, seconds: float, rounds: int,
               "kernel launches (torch.profiler, 100 steps)")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per loop per round (default 5)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5; the figures are medians)")
@@ -284,6 +284,106 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="with --device cuda: also print how much of a step the GPU "
                         "computes, and its kernel launches a step (torch.profiler)")
+    return parser
+
+
+def _loops(images, compiled: bool) -> dict:
+    """The loops a round times, by label (each a ``SeedLoop`` or ``CourseLoop``)."""
+    loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),
+             "course 256": CourseLoop(images, 256), "course 64 +aug": CourseLoop(images, 64, 2),
+             "DCGAN 64": CourseLoop(images, 64, model="dcgan"),
+             "DCGAN 64 NCHW": CourseLoop(images, 64, model="dcgan", channels_last=False),
+             "course 64 bf16": CourseLoop(images, 64, bf16=True),
+             "course 256 bf16": CourseLoop(images, 256, bf16=True),
+             "course 64 shared D pass": CourseLoop(images, 64, shared_forward=True)}
+    if compiled:
+        loops["course 64 compiled"] = CourseLoop(images, 64, compiled=True)
+        loops["course 256 compiled"] = CourseLoop(images, 256, compiled=True)
+    return loops
+
+
+def _warm_up(loops: dict) -> None:
+    """One second of each loop: first-call allocations, caches, compilation."""
+    for name, loop in loops.items():
+        start = time.perf_counter()
+        try:
+            loop.run(1.0)  # warm-up: first-call allocations, caches, compilation
+        except Exception as err:
+            if not name.endswith("compiled"):
+                raise
+            first_line = (str(err).strip().splitlines() or [""])[0]
+            raise SystemExit(f"--compile: torch.compile failed ({type(err).__name__}: "
+                             f"{first_line}). TorchInductor needs a working C++ compiler "
+                             "(g++ or clang); run without --compile.") from err
+        if name.endswith("compiled"):
+            print(f"{name}: warm-up, compilation included, took "
+                  f"{time.perf_counter() - start:.0f} s")
+
+
+def _time_rounds(loops: dict, images, seconds: float, rounds: int) -> tuple:
+    """Each loop for ``seconds`` per round, in turns; returns (images/s by loop, matmul
+    limits, course/seed ratios, shares of the matmul limit, FLOP per image)."""
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    limits, ratios, shares = [], [], []
+    flops = flops_per_image(images, 256)
+    for round_ in range(1, rounds + 1):
+        for name, loop in loops.items():
+            rates[name].append(loop.run(seconds))
+        limits.append(matmul_gflops())
+        ratios.append(rates["course 64"][-1] / rates["seed 64"][-1])
+        shares.append(rates["course 256"][-1] * flops / 1e9 / limits[-1])
+        print(f"round {round_}: " + ", ".join(f"{n} {r[-1]:.0f}" for n, r in rates.items())
+              + f" images/s; matmul {limits[-1]:.0f} GFLOP/s; ratio {ratios[-1]:.2f}")
+
+    return rates, limits, ratios, shares, flops
+
+
+def _report(loops: dict, rates: dict, limits: list, ratios: list, shares: list, flops: float,
+            rounds: int, compiled: bool) -> None:
+    """The medians over rounds, and what they mean against the seed loop and the matmul limit."""
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    print(f"seed loop,   batch  64: {median['seed 64']:8.0f} images/s (median of {rounds})")
+    print(f"course loop, batch  64: {median['course 64']:8.0f} images/s")
+    print(f"course loop, batch 256: {median['course 256']:8.0f} images/s")
+    print(f"course loop, batch  64, with its augmentation of D's inputs (2 px): "
+          f"{median['course 64 +aug']:.0f} images/s")
+    layout = [a / b for a, b in zip(rates["DCGAN 64"], rates["DCGAN 64 NCHW"])]
+    print(f"course DCGAN, batch 64: {median['DCGAN 64']:.0f} images/s channels-last (as trained), "
+          f"{median['DCGAN 64 NCHW']:.0f} images/s in the default layout (NCHW); channels-last / "
+          f"NCHW within a round: median {statistics.median(layout):.2f}, "
+          f"range {min(layout):.2f}-{max(layout):.2f}")
+    bf16_ratio = [a / b for a, b in zip(rates["course 64 bf16"], rates["seed 64"])]
+    bf16_share = [r * flops / 1e9 / limit for r, limit in zip(rates["course 256 bf16"], limits)]
+    print(f"course loop with bf16 matrix products (autocast; not how the course trains): "
+          f"batch 64 {median['course 64 bf16']:.0f} images/s, {statistics.median(bf16_ratio):.2f}x "
+          f"the seed loop; batch 256 {median['course 256 bf16']:.0f} images/s, "
+          f"{statistics.median(bf16_share):.0%} of the fp32 matmul limit (medians over rounds)")
+    shared_ratio = [a / b for a, b in zip(rates["course 64 shared D pass"], rates["seed 64"])]
+    shared_gain = [a / b for a, b in zip(rates["course 64 shared D pass"], rates["course 64"])]
+    print(f"course loop with one pass of D serving both steps (not how the course trains): "
+          f"batch 64 {median['course 64 shared D pass']:.0f} images/s, "
+          f"{statistics.median(shared_ratio):.2f}x the seed loop; shared / course step within "
+          f"a round: median {statistics.median(shared_gain):.2f}, "
+          f"range {min(shared_gain):.2f}-{max(shared_gain):.2f}")
+    if compiled:
+        compiled_ratio = [a / b for a, b in zip(rates["course 64 compiled"], rates["course 64"])]
+        print(f"course loop under torch.compile: batch 64 {median['course 64 compiled']:.0f} "
+              f"images/s, batch 256 {median['course 256 compiled']:.0f} images/s; compiled / "
+              f"eager at batch 64 within a round: median {statistics.median(compiled_ratio):.2f}")
+    print(f"one image costs {flops / 1e6:.1f} MFLOP per training step (G step + D step)")
+    print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
+          f"{statistics.median(shares):.0%} of it (median over rounds; "
+          f"range {min(shares):.0%}-{max(shares):.0%})")
+    shares = time_shares(loops["course 64"])
+    print("course loop, batch 64, CPU time: " + ", ".join(f"{g} {v:.0%}" for g, v in shares.items()))
+    ceiling = statistics.median(ratios) / shares["matrix products"]
+    print(f"if only its matrix products took time, the course loop would reach {ceiling:.1f}x the seed loop")
+    print(f"ratio range over rounds: {min(ratios):.2f}-{max(ratios):.2f}")
+    print(f"ratio: {statistics.median(ratios):.2f}")
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     if not args.seconds > 0 or args.rounds < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--seconds must be positive, --rounds and --threads at least 1")
@@ -308,82 +408,10 @@ def main() -> None:
         recipe_rates(images, str(device), args.seconds, args.rounds, args.profile)
         return
 
-    loops = {"seed 64": SeedLoop(images), "course 64": CourseLoop(images, 64),
-             "course 256": CourseLoop(images, 256), "course 64 +aug": CourseLoop(images, 64, 2),
-             "DCGAN 64": CourseLoop(images, 64, model="dcgan"),
-             "DCGAN 64 NCHW": CourseLoop(images, 64, model="dcgan", channels_last=False),
-             "course 64 bf16": CourseLoop(images, 64, bf16=True),
-             "course 256 bf16": CourseLoop(images, 256, bf16=True),
-             "course 64 shared D pass": CourseLoop(images, 64, shared_forward=True)}
-    if args.compile:
-        loops["course 64 compiled"] = CourseLoop(images, 64, compiled=True)
-        loops["course 256 compiled"] = CourseLoop(images, 256, compiled=True)
-    for name, loop in loops.items():
-        start = time.perf_counter()
-        try:
-            loop.run(1.0)  # warm-up: first-call allocations, caches, compilation
-        except Exception as err:
-            if not name.endswith("compiled"):
-                raise
-            first_line = (str(err).strip().splitlines() or [""])[0]
-            raise SystemExit(f"--compile: torch.compile failed ({type(err).__name__}: "
-                             f"{first_line}). TorchInductor needs a working C++ compiler "
-                             "(g++ or clang); run without --compile.") from err
-        if name.endswith("compiled"):
-            print(f"{name}: warm-up, compilation included, took "
-                  f"{time.perf_counter() - start:.0f} s")
-    rates: dict[str, list[float]] = {name: [] for name in loops}
-    limits, ratios, shares = [], [], []
-    flops = flops_per_image(images, 256)
-    for round_ in range(1, args.rounds + 1):
-        for name, loop in loops.items():
-            rates[name].append(loop.run(args.seconds))
-        limits.append(matmul_gflops())
-        ratios.append(rates["course 64"][-1] / rates["seed 64"][-1])
-        shares.append(rates["course 256"][-1] * flops / 1e9 / limits[-1])
-        print(f"round {round_}: " + ", ".join(f"{n} {r[-1]:.0f}" for n, r in rates.items())
-              + f" images/s; matmul {limits[-1]:.0f} GFLOP/s; ratio {ratios[-1]:.2f}")
-
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"seed loop,   batch  64: {median['seed 64']:8.0f} images/s (median of {args.rounds})")
-    print(f"course loop, batch  64: {median['course 64']:8.0f} images/s")
-    print(f"course loop, batch 256: {median['course 256']:8.0f} images/s")
-    print(f"course loop, batch  64, with its augmentation of D's inputs (2 px): "
-          f"{median['course 64 +aug']:.0f} images/s")
-    layout = [a / b for a, b in zip(rates["DCGAN 64"], rates["DCGAN 64 NCHW"])]
-    print(f"course DCGAN, batch 64: {median['DCGAN 64']:.0f} images/s channels-last (as trained), "
-          f"{median['DCGAN 64 NCHW']:.0f} images/s in the default layout (NCHW); channels-last / "
-          f"NCHW within a round: median {statistics.median(layout):.2f}, "
-          f"range {min(layout):.2f}-{max(layout):.2f}")
-    bf16_ratio = [a / b for a, b in zip(rates["course 64 bf16"], rates["seed 64"])]
-    bf16_share = [r * flops / 1e9 / limit for r, limit in zip(rates["course 256 bf16"], limits)]
-    print(f"course loop with bf16 matrix products (autocast; not how the course trains): "
-          f"batch 64 {median['course 64 bf16']:.0f} images/s, {statistics.median(bf16_ratio):.2f}x "
-          f"the seed loop; batch 256 {median['course 256 bf16']:.0f} images/s, "
-          f"{statistics.median(bf16_share):.0%} of the fp32 matmul limit (medians over rounds)")
-    shared_ratio = [a / b for a, b in zip(rates["course 64 shared D pass"], rates["seed 64"])]
-    shared_gain = [a / b for a, b in zip(rates["course 64 shared D pass"], rates["course 64"])]
-    print(f"course loop with one pass of D serving both steps (not how the course trains): "
-          f"batch 64 {median['course 64 shared D pass']:.0f} images/s, "
-          f"{statistics.median(shared_ratio):.2f}x the seed loop; shared / course step within "
-          f"a round: median {statistics.median(shared_gain):.2f}, "
-          f"range {min(shared_gain):.2f}-{max(shared_gain):.2f}")
-    if args.compile:
-        compiled_ratio = [a / b for a, b in zip(rates["course 64 compiled"], rates["course 64"])]
-        print(f"course loop under torch.compile: batch 64 {median['course 64 compiled']:.0f} "
-              f"images/s, batch 256 {median['course 256 compiled']:.0f} images/s; compiled / "
-              f"eager at batch 64 within a round: median {statistics.median(compiled_ratio):.2f}")
-    print(f"one image costs {flops / 1e6:.1f} MFLOP per training step (G step + D step)")
-    print(f"fp32 matmul limit: {statistics.median(limits):.0f} GFLOP/s; course batch 256 reaches "
-          f"{statistics.median(shares):.0%} of it (median over rounds; "
-          f"range {min(shares):.0%}-{max(shares):.0%})")
-    shares = time_shares(loops["course 64"])
-    print("course loop, batch 64, CPU time: " + ", ".join(f"{g} {v:.0%}" for g, v in shares.items()))
-    ceiling = statistics.median(ratios) / shares["matrix products"]
-    print(f"if only its matrix products took time, the course loop would reach {ceiling:.1f}x the seed loop")
-    print(f"ratio range over rounds: {min(ratios):.2f}-{max(ratios):.2f}")
-    print(f"ratio: {statistics.median(ratios):.2f}")
-
+    loops = _loops(images, args.compile)
+    _warm_up(loops)
+    rates, limits, ratios, shares, flops = _time_rounds(loops, images, args.seconds, args.rounds)
+    _report(loops, rates, limits, ratios, shares, flops, args.rounds, args.compile)
 
 if __name__ == "__main__":
     main()
