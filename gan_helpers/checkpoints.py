@@ -8,6 +8,7 @@ sampling needs. Both are written atomically and read with ``weights_only=True``.
 
 from __future__ import annotations
 
+import glob
 import numbers
 import os
 from dataclasses import asdict
@@ -140,16 +141,24 @@ def atomic_save(obj: dict, path: str | os.PathLike) -> None:
 
 def _remove_orphaned_writes(path: Path) -> None:
     """Delete the temporary files that writes of ``path`` left when their process was
-    killed mid-write (SIGKILL, power loss): ``.NAME.PID.tmp`` whose PID is not running."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+    killed mid-write (SIGKILL, power loss): ``.NAME.PID.tmp`` whose PID no process on
+    this machine has. Best effort: a failure here never stops a save. POSIX only (on
+    Windows, signal 0 is not a liveness test)."""
+    if os.name != "posix":
+        return
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = tmp.name[len(prefix):-len(".tmp")]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # running, as another user
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        except (OSError, OverflowError):  # running as another user, or no PID at all
             pass
 
 

@@ -66,3 +66,12 @@ def test_min_versions_file_pins_the_lower_bound_of_every_dependency():
         conda_floor = conda.get(CONDA_NAMES.get(name, name))
         if conda_floor is not None:
             assert _numbers(conda_floor) == _numbers(floor), f"{name}: environment.yml >={conda_floor}"
+
+
+def test_every_subpackage_is_installed():
+    # A plain `pip install .` (a wheel) ships only the packages pyproject.toml lists.
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gan_helpers").rglob("__init__.py")}
+    data = {"gan_helpers.mnist", "gan_helpers.weights"}  # folders of data, no code
+    assert found - listed == set(), "add these to [tool.setuptools] packages"
+    assert listed - found - data == set()

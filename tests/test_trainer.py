@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gan_helpers.config import TrainConfig
-from gan_helpers.step import train_step
+from gan_helpers.step import train_briefly, train_step
 from gan_helpers.trainer import GANTrainer, TrainingDiverged
 from gan_helpers.checkpoints import load_checkpoint, load_generator
 from training_helpers import params, small
@@ -381,3 +381,17 @@ def test_a_non_finite_weight_never_reaches_a_checkpoint(tmp_path, mnist_small, m
     assert state["step"] == 4
     for net in ("generator", "discriminator", "generator_ema"):
         assert all(torch.isfinite(v).all() for v in state[net].values() if v.is_floating_point())
+
+
+def test_notebooks_released_before_the_split_still_import_from_training():
+    import importlib
+    import sys
+    import warnings
+
+    sys.modules.pop("gan_helpers.training", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        training = importlib.import_module("gan_helpers.training")
+    assert training.train_briefly is train_briefly and training.GANTrainer is GANTrainer
+    assert any(issubclass(w.category, DeprecationWarning) and "gan_helpers.config" in str(w.message)
+               for w in caught)

@@ -59,7 +59,7 @@ def _watched() -> list[tuple[str, object]]:
     import torch
     from torch import nn
 
-    from .. import checks, config, losses, models, step, trainer
+    from .. import checkpoints, checks, config, losses, models, step, trainer
     from ..checks import exercise as framework
     from ..checks import losses as loss_checks
     from ..checks import networks, probes
@@ -71,6 +71,8 @@ def _watched() -> list[tuple[str, object]]:
             ("gan_helpers.checks.train_step", step_checks), ("gan_helpers.losses", losses),
             ("gan_helpers.models", models), ("gan_helpers.step", step),
             ("gan_helpers.trainer", trainer), ("gan_helpers.config", config),
+            ("gan_helpers.checkpoints", checkpoints),
+            ("gan_helpers.grading.scoring", sys.modules[__name__]),
             ("checks.Exercise", checks.Exercise), ("checks.CheckResult", checks.CheckResult),
             ("builtins", builtins), ("torch", torch), ("torch.Tensor", torch.Tensor),
             ("torch.nn.Module", nn.Module), ("torch.nn.functional", nn.functional),
@@ -131,6 +133,7 @@ def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercis
     Returns the result."""
     watched = _watched()
     before = _snapshot(watched)
+    changed_since = _changed  # held here: the student's code runs before it is called
     calls: list[str] = []
     profile = _reference_call_tracer(all_exercises, calls)
 
@@ -155,7 +158,7 @@ def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercis
         outcome = exercise.result(*objects)
     finally:
         sys.setprofile(None)
-    changed = _changed(before, watched)
+    changed = changed_since(before, watched)
     if changed:
         return result(False, "your code changed the grader's or PyTorch's own objects while "
                              f"it was checked ({', '.join(changed[:5])}): that scores 0.")
