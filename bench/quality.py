@@ -84,16 +84,21 @@ def parse_variant(text: str) -> dict:
     return options
 
 
+def course_choices(model: str) -> list[str]:
+    """The TrainConfig fields in which the course recipe of ``model`` differs from the
+    seed's and which change that model: the augmentation's ramp goes with the
+    augmentation, and BatchNorm in G is an FC option (DCGAN's G always has it)."""
+    course = COURSE_DCGAN if model == "dcgan" else COURSE_FC
+    skip = {"augment_ramp"} | ({"g_batchnorm"} if model == "dcgan" else set())
+    return [k for k in course if k not in skip and SEED_RECIPE[k] != course[k]]
+
+
 def ablation_variants(model: str) -> dict[str, dict]:
     """For the course recipe of ``model``: "minus KEY" -> the options that set KEY back
     to the seed recipe's value, one per choice in which the two recipes differ. The
     augmentation's ramp goes with the augmentation; the course DCGAN's half-width D is
     one more choice (``d_width``, the seed's D is as wide as G)."""
-    course = COURSE_DCGAN if model == "dcgan" else COURSE_FC
-    variants = {}
-    for key, value in course.items():
-        if key != "augment_ramp" and SEED_RECIPE[key] != value:
-            variants[f"minus {key}"] = {key: SEED_RECIPE[key]}
+    variants = {f"minus {key}": {key: SEED_RECIPE[key]} for key in course_choices(model)}
     if model == "dcgan":
         variants["minus d_width"] = {"d_width": TrainConfig(model="dcgan").width}
     return variants
@@ -108,8 +113,7 @@ def addition_variants(model: str) -> dict[str, dict]:
         options["d_width"] = TrainConfig(model="dcgan").width  # the seed's D is as wide as G
     variants = {f"seed {model.upper()}": {"recipe": "seed", "model": model},
                 "+ in-memory batches": dict(options)}
-    choices = [k for k in course if k != "augment_ramp" and SEED_RECIPE[k] != course[k]]
-    for key in choices:
+    for key in course_choices(model):
         options[key] = course[key]
         if key == "augment":
             options["augment_ramp"] = course["augment_ramp"]

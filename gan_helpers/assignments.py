@@ -14,6 +14,7 @@ against ``ASSIGNMENTS``. ``gan_helpers.grading`` grades the returns.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,13 @@ from pathlib import Path
 ASSIGNMENTS = {
     "01_build_the_fc_gan": ("generator", "discriminator", "losses", "train_step"),
     "02_build_the_dcgan": ("dcgan_generator", "dcgan_discriminator"),
+    # the questions that end each course notebook (gan_helpers.checks.questions)
+    "01_data_and_the_game": ("scaled_191", "seed_batches_of_128"),
+    "02_architecture": ("last_layer_parameters", "optimal_d_value"),
+    "03_bce_loss": ("d_loss_value", "smoothed_best_d"),
+    "04_gan_in_2d": ("optimal_d_where_equal", "collapsed_batch_std"),
+    "05_training_the_fc_gan": ("without_detach", "gradient_ratio"),
+    "06_dcgan": ("transposed_conv_size", "strided_conv_size"),
 }
 POINTS = 1  # per exercise
 STAMP_KEY = "gan_course"  # notebook metadata: {"assignment": NAME, "exercises": [...]}
@@ -34,16 +42,30 @@ _SOLUTION = re.compile(
     r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*$",
     re.DOTALL | re.MULTILINE,
 )
+_ANSWER = re.compile(r"([A-Za-z_]\w*)[ \t]*=[ \t]*[^\n=]+")  # NAME = VALUE, one line
 # nbval's markers (e.g. "# NBVAL_CHECK_OUTPUT") serve the course's CI, not the students.
 _NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_\w+[ \t]*\n?", re.MULTILINE)
 
 
+def _is_literal(text: str) -> bool:
+    try:
+        ast.literal_eval(text.strip())
+        return True
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+
+
 def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
     """Replace each BEGIN/END SOLUTION block in ``source`` with ``stub`` at the block's
-    indentation. Raises ValueError on an unmatched marker."""
+    indentation; a code block that is one assignment (a question's answer,
+    ``scaled_191 = 0.498``) keeps its name: ``scaled_191 = ...  # your answer``. Raises
+    ValueError on an unmatched marker."""
     def replace(block: re.Match) -> str:
         if block.group(0).count(BEGIN) > 1:  # a BEGIN whose END is missing: keep its code
             raise ValueError(f"unmatched '{BEGIN}' / '{END}' marker in:\n{source}")
+        answer = _ANSWER.fullmatch(block.group(0).split("\n", 1)[1].rsplit("\n", 1)[0].strip())
+        if stub == CODE_STUB and answer and _is_literal(answer.group(0).split("=", 1)[1]):
+            return block.group("indent") + f"{answer.group(1)} = ...  # your answer"
         return block.group("indent") + stub
 
     stripped = _SOLUTION.sub(replace, source)

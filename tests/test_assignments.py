@@ -69,7 +69,11 @@ def test_release_one_notebook(tmp_path, capsys):
 
 
 def test_release_refuses_a_notebook_that_is_no_assignment(tmp_path, capsys):
-    course = SOLUTIONS.parent / "03_bce_loss.ipynb"
+    nb = nbformat.read(SOLUTIONS.parent / "03_bce_loss.ipynb", as_version=4)
+    del nb.metadata["gan_course"]  # a notebook of the teacher's own, say
+    (tmp_path / "mine").mkdir()
+    course = tmp_path / "mine" / "03_bce_loss.ipynb"
+    nbformat.write(nb, course)
     with pytest.raises(ValueError, match="03_bce_loss.ipynb is not one of the course's assignments"):
         release(course, tmp_path)
     assert main(["release", str(course), str(tmp_path / "again")]) == 1

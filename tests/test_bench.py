@@ -52,6 +52,7 @@ def test_ablation_sets_back_one_choice_at_a_time(quality):
     dcgan = quality.ablation_variants("dcgan")
     assert dcgan["minus r1"] == {"r1": 0.0} and dcgan["minus d_width"] == {"d_width": 32}
     assert "minus batch_size" not in dcgan  # 64, as the seed's
+    assert "minus g_batchnorm" not in dcgan  # DCGAN's G always has BatchNorm
     from gan_helpers.config import TrainConfig
 
     for options in [*fc.values(), *dcgan.values()]:  # each is a valid recipe

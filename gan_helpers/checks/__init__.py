@@ -14,6 +14,9 @@ or the short forms ``check_generator(FCGenerator)``, ``check_discriminator(...)`
 code that is not written yet (``NotImplementedError``) or that crashes gets a message, not
 a traceback. Given an instance instead of a class, they work on a copy of it, so the
 student's network leaves the check as it came (mode and weights).
+
+Each course notebook ends with questions checked the same way
+(``gan_helpers.checks.questions``: ``scaled_191_exercise.check(scaled_191)``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ from .exercise import CheckResult, Exercise, Mistake, NotYet, close_solutions
 from .losses import _check_losses
 from .networks import (_check_dcgan_discriminator, _check_dcgan_generator, _check_discriminator,
                        _check_generator)
+from .questions import (QUESTIONS, collapsed_batch_std_exercise, d_loss_value_exercise,
+                        gradient_ratio_exercise, last_layer_parameters_exercise,
+                        optimal_d_value_exercise, optimal_d_where_equal_exercise,
+                        scaled_191_exercise, seed_batches_of_128_exercise,
+                        smoothed_best_d_exercise, strided_conv_size_exercise,
+                        transposed_conv_size_exercise, without_detach_exercise)
 from .train_step import _check_train_step
 
 generator_exercise = Exercise(
@@ -77,7 +86,7 @@ dcgan_discriminator_exercise = Exercise(
 )
 
 EXERCISES = (generator_exercise, discriminator_exercise, losses_exercise, train_step_exercise,
-             dcgan_generator_exercise, dcgan_discriminator_exercise)
+             dcgan_generator_exercise, dcgan_discriminator_exercise, *QUESTIONS)
 
 
 def check_generator(student: type | nn.Module) -> CheckResult:
@@ -114,8 +123,9 @@ def check_dcgan_discriminator(student: type | nn.Module) -> CheckResult:
     return dcgan_discriminator_exercise.report(student)
 
 
-__all__ = ["CheckResult", "EXERCISES", "Exercise", "Mistake", "NotYet", "close_solutions",
+__all__ = ["CheckResult", "EXERCISES", "Exercise", "QUESTIONS", "Mistake", "NotYet",
+           "close_solutions",
            "check_dcgan_discriminator", "check_dcgan_generator", "check_discriminator",
            "check_generator", "check_losses", "check_train_step", "dcgan_discriminator_exercise",
            "dcgan_generator_exercise", "discriminator_exercise", "generator_exercise",
-           "losses_exercise", "train_step_exercise"]
+           "losses_exercise", "train_step_exercise", *(f"{q.name}_exercise" for q in QUESTIONS)]

@@ -134,6 +134,9 @@ class Exercise:
             print(f"Solutions are closed for this assignment: {self.name}_exercise.hint() "
                   "still helps.")
             return
+        if all(isinstance(obj, str) for obj in self._solution):  # a question's worked answer
+            print(f"Worked answer ({self.title}): " + "\n".join(self._solution))
+            return
         print(f"Reference solution ({self.title}), from gan_helpers:\n")
         for obj in self._solution:
             print(inspect.getsource(obj))

@@ -1,5 +1,6 @@
-"""Which of a notebook's statements the grader runs: its imports, literal assignments and
-top-level definitions that run no code while being defined (``definitions``)."""
+"""Which of a notebook's statements the grader runs: its imports, assignments of literals
+or of arithmetic on numbers, and top-level definitions that run no code while being
+defined (``definitions``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ def _is_literal(node: ast.AST | None) -> bool:
         return True
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return False
+
+
+_ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)  # no **: 9**9**9
+
+
+def _is_arithmetic(node: ast.AST) -> bool:
+    """True for +, -, *, /, //, % and unary minus on int and float constants, such as a
+    question's answer worked out in place (``(191 / 255 - 0.5) / 0.5``)."""
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float)
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, (ast.USub, ast.UAdd)) and _is_arithmetic(node.operand)
+    if isinstance(node, ast.BinOp):
+        return isinstance(node.op, _ARITHMETIC) and _is_arithmetic(node.left) and _is_arithmetic(node.right)
+    return False
 
 
 def _definition_runs_code(node: ast.AST) -> bool:
@@ -77,7 +93,8 @@ def _python_of(source: str) -> str:
 def definitions(cells: list[str], names: set[str] | None = None
                 ) -> tuple[list[tuple[int, ast.Module]], list[str]]:
     """The statements of ``cells`` (code cell sources) that the grader runs: imports,
-    assignments of literal values (``LATENT = 100``), and top-level ``def``/``class``
+    assignments of literal values (``LATENT = 100``) or of arithmetic on numbers
+    (``answer = 1 / 0.001 - 1``), and top-level ``def``/``class``
     statements that run no code while being defined; each as a one-statement module
     with its cell number, in order. Also returns a note per def or class skipped, and
     per assignment skipped that binds one of ``names`` (the exercises' names)."""
@@ -105,7 +122,8 @@ def definitions(cells: list[str], names: set[str] | None = None
                 else:
                     kept.append((number, stmt))
             elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-                if isinstance(stmt, ast.Assign) and _is_literal(stmt.value) and all(
+                if isinstance(stmt, ast.Assign) and (
+                        _is_literal(stmt.value) or _is_arithmetic(stmt.value)) and all(
                         isinstance(t, ast.Name) for t in stmt.targets):
                     kept.append((number, stmt))
                     continue
@@ -115,7 +133,8 @@ def definitions(cells: list[str], names: set[str] | None = None
                 if bound:
                     notes.append(f"code cell {number}: the assignment to {', '.join(bound)} was "
                                  "not run by the grader, which runs only imports, def and class "
-                                 "statements and assignments of literal values")
+                                 "statements and assignments of literal values or of arithmetic "
+                                 "on numbers")
     return [(n, ast.Module(body=[stmt], type_ignores=[])) for n, stmt in kept], notes
 
 

@@ -41,6 +41,8 @@ def _reference_code(exercises) -> tuple[set, set]:
     calls, methods = set(), set()
     for exercise in exercises:
         for obj in exercise._solution:
+            if isinstance(obj, str):  # a question's worked answer, not code
+                continue
             if isinstance(obj, type):
                 for name, member in vars(obj).items():
                     code = getattr(inspect.unwrap(member), "__code__", None) if callable(member) else None
@@ -62,13 +64,14 @@ def _watched() -> list[tuple[str, object]]:
     from .. import checkpoints, checks, config, losses, models, step, trainer
     from ..checks import exercise as framework
     from ..checks import losses as loss_checks
-    from ..checks import networks, probes
+    from ..checks import networks, probes, questions
     from ..checks import train_step as step_checks
 
     return [("gan_helpers.checks", checks), ("gan_helpers.checks.exercise", framework),
             ("gan_helpers.checks.probes", probes), ("gan_helpers.checks.networks", networks),
             ("gan_helpers.checks.losses", loss_checks),
-            ("gan_helpers.checks.train_step", step_checks), ("gan_helpers.losses", losses),
+            ("gan_helpers.checks.train_step", step_checks),
+            ("gan_helpers.checks.questions", questions), ("gan_helpers.losses", losses),
             ("gan_helpers.models", models), ("gan_helpers.step", step),
             ("gan_helpers.trainer", trainer), ("gan_helpers.config", config),
             ("gan_helpers.checkpoints", checkpoints),
@@ -143,9 +146,10 @@ def _check_in_child(exercise, modules: list[tuple[int, ast.Module]], all_exercis
     namespace, failed = _run_definitions(modules)
     missing = [n for n in exercise.student_names if n not in namespace]
     if missing:
-        return result(False, f"{', '.join(missing)} is not defined by a def or class statement "
-                             "in the notebook: the check looks for your code under the name the "
-                             "exercise cell gives it, so keep that name."
+        return result(False, f"{', '.join(missing)} is not defined by a def or class statement, "
+                             "or by an assignment of a number or a string, in the notebook: the "
+                             "check looks for your work under the name the exercise cell gives "
+                             "it, so keep that name."
                              + (f" (Running the notebook's imports and definitions failed in "
                                 f"{'; '.join(failed)}.)" if failed else ""))
     objects = [namespace[n] for n in exercise.student_names]
@@ -173,6 +177,8 @@ def _borrowed(obj: object) -> str:
     """Why ``obj`` is not the student's own work, or "" when it is."""
     import inspect
 
+    if obj is ... or type(obj) in (int, float, str):  # a question's answer, or its blank
+        return ""
     if isinstance(obj, type):
         theirs = [c for c in obj.__mro__ if c.__module__.startswith("gan_helpers")]
         if theirs:
