@@ -25,8 +25,8 @@ ASSIGNMENTS = {
     # the questions that end each course notebook (gan_helpers.checks.questions)
     "01_data_and_the_game": ("scaled_191", "seed_batches_of_128"),
     "02_architecture": ("last_layer_parameters", "optimal_d_value"),
-    "03_bce_loss": ("d_loss_value", "smoothed_best_d"),
-    "04_gan_in_2d": ("optimal_d_where_equal", "collapsed_batch_std"),
+    "03_bce_loss": ("d_loss_value", "smoothed_least_loss"),
+    "04_gan_in_2d": ("optimal_d_where_g_denser", "collapsed_batch_std"),
     "05_training_the_fc_gan": ("without_detach", "gradient_ratio"),
     "06_dcgan": ("transposed_conv_size", "strided_conv_size"),
 }

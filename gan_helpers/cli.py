@@ -27,10 +27,8 @@ from .assignments import ASSIGNMENTS
 from .data import DATASET_NAMES, DataFileError
 from .models import MODEL_NAMES, MODEL_TITLES
 
-GENERATOR_SOURCE_HELP = (
-    "a run folder, its checkpoint.pt, a generator file, or fc / dcgan for the generators "
-    "shipped with the package"
-)
+GENERATOR_SOURCE_HELP = ("a run folder, its checkpoint.pt, a generator file, or fc / dcgan "
+                         "for the generators shipped with the package")
 
 
 def _generator_source(path: Path) -> Path:
@@ -42,10 +40,8 @@ def _generator_source(path: Path) -> Path:
         return path
     if str(path).lower() in MODEL_NAMES:
         return pretrained_file(str(path))
-    raise CheckpointError(
-        f"checkpoint {path} does not exist; check the path, or pass fc or dcgan for a "
-        "shipped generator."
-    )
+    raise CheckpointError(f"checkpoint {path} does not exist; check the path, or pass fc or "
+                          "dcgan for a shipped generator.")
 
 
 def _checked(convert: Callable[[str], float], allowed: Callable[[float], bool], what: str):
@@ -248,6 +244,7 @@ def _add_tools(sub) -> None:
                           help="which data set (default mnist)")
     download.add_argument("--data-dir", type=Path, default=None, help="target folder (default data/)")
 
+
 def _config_from_args(args):
     from .config import SEED_EPOCHS, TrainConfig
 
@@ -275,20 +272,6 @@ def _config_from_args(args):
     return config
 
 
-def _resume_device(asked: str | None, state: dict) -> "torch.device":
-    """Where a resumed run trains: ``--device`` if given, else the kind of device it was
-    trained on (a GPU run stays on the GPU) where this machine has one, else the CPU."""
-    import torch
-
-    from .config import resolve_device
-
-    if asked is not None:
-        return resolve_device(asked)
-    kind = state.get("device", "cpu")
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    return resolve_device(kind if available.get(kind) else "cpu")
-
-
 def _as_option(name: str, value) -> str:
     """A TrainConfig field and value as the train option that sets it: ``--lr 0.001``,
     ``--no-g-batchnorm``."""
@@ -300,7 +283,7 @@ def _as_option(name: str, value) -> str:
 
 def _run_train(args) -> int:
     from .data import load_images
-    from .config import TrainConfig, resolve_device
+    from .config import TrainConfig, resolve_device, resume_device
     from .trainer import GANTrainer
 
     if args.resume is not None:
@@ -308,11 +291,9 @@ def _run_train(args) -> int:
 
         state = load_checkpoint(args.resume)
         saved = TrainConfig.from_dict(state["config"])
-        # The run continues with its checkpoint's configuration; only stopping rules may
-        # change. An option repeated with the checkpoint's own value (the first command
-        # run again with --resume) changes nothing and passes; any other is refused, not
-        # ignored. The options are TrainConfig's fields, read from the dataclass so that
-        # a new option cannot slip past this check.
+        # Only stopping rules may change on resume: an option repeated with the
+        # checkpoint's own value passes, any other is refused, not ignored (every
+        # TrainConfig field, so that a new option cannot slip past).
         changed = [
             f"{_as_option(field.name, given)} (the checkpoint's: "
             f"{_as_option(field.name, getattr(saved, field.name))})"
@@ -328,7 +309,7 @@ def _run_train(args) -> int:
         data = load_images(saved.dataset, args.data_dir, args.download)
         trainer = GANTrainer.from_checkpoint(
             args.resume, data=data, out_dir=args.out,
-            device=_resume_device(args.device, state), checkpoint_every=args.checkpoint_every,
+            device=resume_device(args.device, state.get("device", "cpu")), checkpoint_every=args.checkpoint_every,
         )
         config = trainer.config
     else:
@@ -349,9 +330,8 @@ def _run_train(args) -> int:
     if h["g_loss"]:
         print(f"step {trainer.step}: G loss {h['g_loss'][-1]:.3f}, D loss {h['d_loss'][-1]:.3f}, "
               f"D(x) {h['d_real'][-1]:.2f}, D(G(z)) {h['d_fake'][-1]:.2f}")
-    print(f"sample grids: {trainer.out_dir}/step_*.png")
-    print(f"early vs late: {trainer.out_dir / 'early_vs_late.png'}")
-    print(f"training film: {trainer.out_dir / 'training.gif'}")
+    print(f"sample grids: {trainer.out_dir}/step_*.png, early vs late: early_vs_late.png, "
+          f"training film: training.gif")
     print(f"checkpoint: {trainer.checkpoint_path}  (continue with --resume)")
     return 130 if trainer.interrupted else 0
 
@@ -396,7 +376,8 @@ def _run_evaluate(args) -> int:
 
 
 def _run_train_classifier(args) -> int:
-    from .metrics import accuracy, classifier_split, save_classifier, train_classifier
+    from .metrics import (accuracy, classifier_split, load_classifier, save_classifier,
+                          train_classifier)
 
     split = classifier_split(args.dataset)
     print(f"{args.dataset}: training on {len(split['train_x']):,} training images, "
@@ -405,8 +386,6 @@ def _run_train_classifier(args) -> int:
                              validation=(split["val_x"], split["val_y"]))
     test = accuracy(model, split["test_x"], split["test_y"])
     path = save_classifier(model, args.dataset, test)
-    from .metrics import load_classifier
-
     shipped = accuracy(load_classifier(args.dataset), split["test_x"], split["test_y"])
     print(f"test-split accuracy: {test:.2%} (as saved, float16: {shipped:.2%}); weights: {path}")
     return 0
@@ -433,7 +412,7 @@ def _run_release(args) -> int:
 def _run_grade(args) -> int:
     import json
 
-    from .grading import format_report, grade_class, write_grades_csv
+    from .grading import format_report, format_summary, grade_class, write_grades_csv
 
     def show(report: dict) -> None:
         if "error" in report:
@@ -446,11 +425,7 @@ def _run_grade(args) -> int:
     reports = grade_class(args.notebook, cell_timeout=args.cell_timeout, jobs=args.jobs,
                           assignment=args.assignment, run=args.run, log=show)
     if len(reports) > 1 and not args.json:
-        width = max(len(r["notebook"]) for r in reports)
-        print(f"Summary, {len(reports)} notebooks:")
-        for r in reports:
-            result = "not graded (see the error above)" if "error" in r else f"{r['score']}/{r['max_score']}"
-            print(f"  {r['notebook']:{width}s}  {result}")
+        print(format_summary(reports))
     if args.csv is not None:
         print(f"wrote {write_grades_csv(reports, args.csv)}", file=sys.stderr if args.json else sys.stdout)
     return 1 if any("error" in r for r in reports) else 0
@@ -512,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataFileError, CheckpointError, TrainingDiverged, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except RuntimeError as err:
-        # PyTorch's allocators say "can't allocate memory" (CPU) or "out of memory" (GPU).
+    except RuntimeError as err:  # PyTorch's "can't allocate memory" (CPU), "out of memory" (GPU)
         if "allocate" not in str(err) and "out of memory" not in str(err):
             raise
         words = str(err).splitlines()[0]

@@ -255,3 +255,13 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"device {device!r}: the course trains on cpu, cuda or mps")
     return dev
+
+
+def resume_device(asked: str | None, trained_on: str = "cpu") -> torch.device:
+    """Where a resumed run trains: ``asked`` if given, else the kind of device it was
+    trained on (``trained_on``: "cpu", "cuda" or "mps") where this machine has one, else
+    the CPU, so a GPU run stays on the GPU."""
+    if asked is not None:
+        return resolve_device(asked)
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    return resolve_device(trained_on if available.get(trained_on) else "cpu")

@@ -285,7 +285,8 @@ class LoopLog:
         floats) to the history; returns the ``TrainEvent`` for the dashboard."""
         from .trainer import TrainEvent
 
-        values = [float(v) for v in (g_loss, d_loss, d_real, d_fake)]
+        values = [float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                  for v in (g_loss, d_loss, d_real, d_fake)]
         if not final:
             for key, value in zip(self.history, values):
                 self.history[key].append(value)

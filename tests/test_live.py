@@ -229,3 +229,18 @@ def test_a_hand_written_loop_feeds_the_dashboard(monkeypatch):
     assert dash.updates == 2 and "step 3" in dash.status.value
     # the same fixed noise every time: the film of a loop shows the same digits forming
     assert torch.equal(log.fixed_samples(), event.samples())
+
+
+def test_a_loop_records_losses_that_still_carry_their_graph():
+    # The seed's loop passes g_loss and d_loss as they come from backward(): recording
+    # them must not warn about converting a tensor that requires grad.
+    import warnings
+
+    from gan_helpers.live import LoopLog
+
+    log = LoopLog(FCGenerator(), n_samples=4)
+    loss = torch.tensor(0.7, requires_grad=True) * 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        event = log.record(1, loss, loss, torch.tensor(0.5), 0.4)
+    assert log.history["g_loss"] == pytest.approx([0.7]) and event.d_fake == pytest.approx(0.4)

@@ -34,9 +34,9 @@ from .networks import (_check_dcgan_discriminator, _check_dcgan_generator, _chec
                        _check_generator)
 from .questions import (QUESTIONS, collapsed_batch_std_exercise, d_loss_value_exercise,
                         gradient_ratio_exercise, last_layer_parameters_exercise,
-                        optimal_d_value_exercise, optimal_d_where_equal_exercise,
+                        optimal_d_value_exercise, optimal_d_where_g_denser_exercise,
                         scaled_191_exercise, seed_batches_of_128_exercise,
-                        smoothed_best_d_exercise, strided_conv_size_exercise,
+                        smoothed_least_loss_exercise, strided_conv_size_exercise,
                         transposed_conv_size_exercise, without_detach_exercise)
 from .train_step import _check_train_step
 

@@ -95,7 +95,8 @@ scaled_191_exercise = _question(
              lambda v: [(191 / 255, "that is ToTensor's division by 255 only; Normalize([0.5], "
                                     "[0.5]) then subtracts 0.5 and divides by 0.5."),
                         ((191 - 0.5) / 0.5, "Normalize works on ToTensor's output, 191 / 255, "
-                                            "not on the byte itself.")]),
+                                            "not on the byte itself.")],
+             rel=0, abs_=1.5e-3),
     "ToTensor divides by 255; Normalize([0.5], [0.5]) subtracts the mean 0.5 and divides "
     "by the std 0.5.",
     "(191 / 255 - 0.5) / 0.5 = 191 / 127.5 - 1 = 0.498",
@@ -116,24 +117,30 @@ seed_batches_of_128_exercise = _question(
 
 # ------------------------------------------------------------------------ 2. the architecture
 
-def _last_layer_parameters() -> int:
+def _last_layer_parameters(outputs: int) -> int:
+    """Parameters of the FC generator's last layer if it drew ``outputs`` pixel values."""
     from ..models import FCGenerator
 
     last = [m for m in FCGenerator().modules() if isinstance(m, nn.Linear)][-1]
-    return sum(p.numel() for p in last.parameters())
+    return sum(p.numel() for p in nn.Linear(last.in_features, outputs).parameters())
 
 
 last_layer_parameters_exercise = _question(
-    "last_layer_parameters", "the parameters of G's last layer",
-    _numeric("last_layer_parameters", _last_layer_parameters,
-             lambda v: f"512 x 784 weights + 784 biases = {v:,.0f}.",
-             lambda v: [(512 * 784, "you counted the weights; each of the 784 outputs also "
-                                    "has a bias."),
-                        (512 + 784, "a fully connected layer has a weight for every (input, "
-                                    "output) pair: 512 x 784 of them.")],
+    "last_layer_parameters", "the parameters of G's last layer for 32 x 32 colour images",
+    _numeric("last_layer_parameters", lambda: _last_layer_parameters(3 * 32 * 32),
+             lambda v: f"3 x 32 x 32 = 3,072 outputs: 512 x 3,072 weights + 3,072 biases = "
+                       f"{v:,.0f}, four times MNIST's 402,192.",
+             lambda v: [(512 * 3072, "you counted the weights; each of the 3,072 outputs also "
+                                     "has a bias."),
+                        (_last_layer_parameters(784), "that is MNIST's last layer, with 784 "
+                                                      "outputs; a colour image of 32 x 32 has "
+                                                      "3 x 32 x 32 of them."),
+                        (_last_layer_parameters(32 * 32), "that is one channel; a colour "
+                                                          "image has three (red, green, blue).")],
              rel=0, abs_=0.5),
-    "nn.Linear(512, 784) holds a 784 x 512 weight matrix and one bias per output.",
-    "512 * 784 + 784 = 402,192, about 69% of G's 582,000-odd parameters",
+    "The last layer becomes nn.Linear(512, 3 * 32 * 32): a weight per (input, output) pair and "
+    "a bias per output.",
+    "512 * 3072 + 3072 = 1,575,936",
 )
 
 optimal_d_value_exercise = _question(
@@ -157,10 +164,11 @@ def _d_loss(on_real: float, on_fake: float, real_label: float = 1.0) -> float:
                               real_label=real_label).item()
 
 
-def _smoothed_best_d() -> float:
-    d = torch.linspace(0.001, 0.999, 999, dtype=torch.float64)
-    loss = nn.functional.binary_cross_entropy(d, torch.full_like(d, 0.9), reduction="none")
-    return d[loss.argmin()].item()
+def _smoothed_least_loss(target: float = 0.9) -> float:
+    """The smallest BCE term of a real image with real label ``target``, over D(x)."""
+    d = torch.linspace(0.0001, 0.9999, 9999, dtype=torch.float64)
+    loss = nn.functional.binary_cross_entropy(d, torch.full_like(d, target), reduction="none")
+    return loss.min().item()
 
 
 d_loss_value_exercise = _question(
@@ -169,22 +177,28 @@ d_loss_value_exercise = _question(
              lambda v: f"(-log 0.9 - log(1 - 0.2)) / 2 = (0.105 + 0.223) / 2 = {v:.3f}.",
              lambda v: [(2 * v, "the seed halves the sum: (real + fake) / 2."),
                         ((-math.log(0.9) - math.log(0.2)) / 2,
-                         "the fake's label is 0, so its term is -log(1 - 0.2), not -log 0.2.")]),
+                         "the fake's label is 0, so its term is -log(1 - 0.2), not -log 0.2."),
+                        (v / math.log(10), "that is with base-10 logs; BCE uses the natural "
+                                           "log, ln.")]),
     "BCE with label 1 is -log D(x); with label 0 it is -log(1 - D(G(z))). Then (real + fake) / 2.",
     "(-log 0.9 - log 0.8) / 2 = 0.164",
 )
 
-smoothed_best_d_exercise = _question(
-    "smoothed_best_d", "the D(x) that a real label of 0.9 rewards most",
-    _numeric("smoothed_best_d", _smoothed_best_d,
-             lambda v: f"-(0.9 log D + 0.1 log(1 - D)) is smallest where its derivative, "
-                       f"-0.9 / D + 0.1 / (1 - D), is 0: at D = {v:.1f}. D is no longer pushed "
-                       "to certainty.",
-             lambda v: [(1.0, "at D = 1 the term -0.1 log(1 - D) is infinite: with a target of "
-                              "0.9, confidence above 0.9 costs loss.")],
-             abs_=0.002),
-    "Set the derivative of -(0.9 log D + 0.1 log(1 - D)) with respect to D to zero.",
-    "-0.9 / D + 0.1 / (1 - D) = 0 gives D = 0.9: BCE is smallest at its target",
+smoothed_least_loss_exercise = _question(
+    "smoothed_least_loss", "the smallest BCE term of a real image whose label is 0.9",
+    _numeric("smoothed_least_loss", _smoothed_least_loss,
+             lambda v: f"At D(x) = 0.9: -(0.9 ln 0.9 + 0.1 ln 0.1) = 0.095 + 0.230 = {v:.3f}. "
+                       "With a soft label, even the best D keeps some loss.",
+             lambda v: [(0.0, "with a label of 0.9 the loss never reaches 0: it is smallest at "
+                              "D(x) = 0.9, and there both terms of BCE count."),
+                        (-math.log(0.9), "that is the 0.9 ln D term alone, without its "
+                                         "0.9 factor; BCE also has 0.1 ln(1 - D)."),
+                        (-0.9 * math.log(0.9), "that is the first term only; add "
+                                               "-0.1 ln(1 - 0.9)."),
+                        (v / math.log(10), "that is with base-10 logs; BCE uses ln.")],
+             abs_=1.5e-3),
+    "BCE with label 0.9 is -(0.9 ln D + 0.1 ln(1 - D)), smallest at D = 0.9 (above).",
+    "-(0.9 ln 0.9 + 0.1 ln 0.1) = 0.325",
 )
 
 # ---------------------------------------------------------------------- 4. a GAN in 2-D
@@ -196,17 +210,18 @@ def _collapsed_batch_std() -> float:
     return MinibatchStd()(features)[0, -1].item()
 
 
-optimal_d_where_equal_exercise = _question(
-    "optimal_d_where_equal", "the best D where G's points are as dense as the real ones",
-    _numeric("optimal_d_where_equal", lambda: 1.0 / (1.0 + 1.0),
-             lambda v: f"D* = p / (p + p) = {v}: D cannot tell, so it says a coin flip. On "
-                       "the surface above that is the colour halfway between the two ends.",
-             lambda v: [(1.0, "1 would mean surely real; where fakes are as dense as real "
-                              "points, a point is equally likely to be either."),
-                        (0.0, "0 would mean surely fake; where fakes are as dense as real "
-                              "points, a point is equally likely to be either.")]),
-    "D*(x) = p_data(x) / (p_data(x) + p_g(x)), with the two densities equal.",
-    "p / (p + p) = 0.5",
+optimal_d_where_g_denser_exercise = _question(
+    "optimal_d_where_g_denser", "the best D where G's points are three times as dense",
+    _numeric("optimal_d_where_g_denser", lambda: 1.0 / (1.0 + 3.0),
+             lambda v: f"D* = p / (p + 3p) = 1 / 4 = {v}: a point there is a fake three times "
+                       "out of four, so D leans towards fake, and G's points drift away.",
+             lambda v: [(0.75, "that is the share of fakes; D* is the probability that the "
+                               "point is real."),
+                        (1 / 3, "D* is p_data / (p_data + p_g), not the ratio p_data / p_g."),
+                        (0.5, "0.5 is where the two densities are equal; here G's is three "
+                              "times the real one.")]),
+    "D*(x) = p_data(x) / (p_data(x) + p_g(x)), with p_g = 3 p_data.",
+    "p / (p + 3p) = 0.25",
 )
 
 collapsed_batch_std_exercise = _question(
@@ -228,7 +243,7 @@ _DETACH_OPTIONS = {
     "a": "it trains as before",
     "b": "D's loss takes a different value",
     "c": "PyTorch raises an error at D's backward pass",
-    "d": "G's weights move in D's step",
+    "d": "D's backward pass also fills G's gradients",
 }
 
 
@@ -267,8 +282,9 @@ without_detach_exercise = _question(
              "has already freed that part of the graph: PyTorch raises 'Trying to backward "
              "through the graph a second time'. The detach is what lets the seed reuse the "
              "fakes.",
-        "d": "that would happen with fakes made afresh for D (the cell with detach=False "
-             "above), but the seed reuses the fakes G's step made: run it and read the error.",
+        "d": "it would, if G's part of the graph were still there (the detach=False cell "
+             "above made its fakes afresh); the seed's D step reuses the fakes G's step made: "
+             "run it and read the error.",
     }),
     "In the seed's loop, G's backward pass runs before D's, through the same gen_imgs.",
     '"c": loss.backward() frees the graph it ran through, G\'s part included',
@@ -308,37 +324,42 @@ def _size_after(layer: nn.Module, size: int) -> int:
 
 transposed_conv_size_exercise = _question(
     "transposed_conv_size",
-    "a 32 x 32 input through ConvTranspose2d(kernel 4, stride 2, padding 1)",
+    "a 7 x 7 input through ConvTranspose2d(kernel 3, stride 2, padding 1)",
     _numeric("transposed_conv_size",
-             lambda: _size_after(nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1), 32),
-             lambda v: f"(32 - 1) x 2 - 2 x 1 + 4 = {v:.0f}: the layer doubles the picture, "
-                       "as each of the paper's G layers does.",
-             lambda v: [(66, "you left out the padding: it trims 1 pixel from each side, "
-                             "(32 - 1) x 2 - 2 x 1 + 4."),
-                        (16, "a transposed convolution with stride 2 grows the picture: "
-                             "(in - 1) x stride - 2 x padding + kernel.")],
+             lambda: _size_after(nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1), 7),
+             lambda v: f"(7 - 1) x 2 - 2 x 1 + 3 = {v:.0f}, not 14: stride 2 roughly doubles, "
+                       "and the kernel and padding decide the rest (the course's G uses kernel "
+                       "4 for 7 -> 14).",
+             lambda v: [(14, "stride 2 does not simply double the picture: (in - 1) x stride - "
+                             "2 x padding + kernel."),
+                        (15, "you left out the padding: it trims 1 pixel from each side, "
+                             "(7 - 1) x 2 - 2 x 1 + 3."),
+                        (4, "a transposed convolution with stride 2 grows the picture: "
+                            "(in - 1) x stride - 2 x padding + kernel.")],
              rel=0, abs_=0.5),
     "Output = (input - 1) x stride - 2 x padding + kernel.",
-    "(32 - 1) * 2 - 2 * 1 + 4 = 64",
+    "(7 - 1) * 2 - 2 * 1 + 3 = 13",
 )
 
 strided_conv_size_exercise = _question(
-    "strided_conv_size", "a 64 x 64 input through Conv2d(kernel 4, stride 2, padding 1)",
+    "strided_conv_size", "a 28 x 28 input through Conv2d(kernel 4, stride 2, no padding)",
     _numeric("strided_conv_size",
-             lambda: _size_after(nn.Conv2d(1, 1, 4, stride=2, padding=1), 64),
-             lambda v: f"floor((64 + 2 x 1 - 4) / 2) + 1 = {v:.0f}: the layer halves the "
-                       "picture, as each of the paper's D layers does.",
-             lambda v: [(v - 1, "you left out the + 1: floor((in + 2 x padding - kernel) / "
+             lambda: _size_after(nn.Conv2d(1, 1, 4, stride=2, padding=0), 28),
+             lambda v: f"floor((28 + 2 x 0 - 4) / 2) + 1 = {v:.0f}: without padding the kernel "
+                       "cannot sit on the border, so the picture is a little less than halved.",
+             lambda v: [(14, "that is with padding 1, as the course's D has; without it: "
+                             "floor((in + 2 x padding - kernel) / stride) + 1."),
+                        (v - 1, "you left out the + 1: floor((in + 2 x padding - kernel) / "
                                 "stride) + 1."),
-                        (128, "a convolution with stride 2 shrinks the picture: "
-                              "floor((in + 2 x padding - kernel) / stride) + 1.")],
+                        (25, "that is stride 1; with stride 2 the kernel moves 2 pixels at a "
+                             "time.")],
              rel=0, abs_=0.5),
     "Output = floor((input + 2 x padding - kernel) / stride) + 1.",
-    "(64 + 2 - 4) // 2 + 1 = 32",
+    "floor((28 - 4) / 2) + 1 = 13",
 )
 
 QUESTIONS = (scaled_191_exercise, seed_batches_of_128_exercise, last_layer_parameters_exercise,
-             optimal_d_value_exercise, d_loss_value_exercise, smoothed_best_d_exercise,
-             optimal_d_where_equal_exercise, collapsed_batch_std_exercise,
+             optimal_d_value_exercise, d_loss_value_exercise, smoothed_least_loss_exercise,
+             optimal_d_where_g_denser_exercise, collapsed_batch_std_exercise,
              without_detach_exercise, gradient_ratio_exercise, transposed_conv_size_exercise,
              strided_conv_size_exercise)

@@ -165,6 +165,17 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_summary(reports: list[dict]) -> str:
+    """One line per graded notebook: its score, or that it could not be graded."""
+    width = max(len(r["notebook"]) for r in reports)
+    lines = [f"Summary, {len(reports)} notebooks:"]
+    for r in reports:
+        result = ("not graded (see the error above)" if "error" in r
+                  else f"{r['score']}/{r['max_score']}")
+        lines.append(f"  {r['notebook']:{width}s}  {result}")
+    return "\n".join(lines)
+
+
 def write_grades_csv(reports: list[dict], path: str | os.PathLike) -> Path:
     """One row per report: notebook, score, max_score, one column per exercise (its
     score, empty where the notebook did not attempt it) and error (empty when graded).
@@ -186,5 +197,5 @@ def write_grades_csv(reports: list[dict], path: str | os.PathLike) -> Path:
 
 
 __all__ = ["CELL_PREFIX", "CHECK_SECONDS", "RUN_SECONDS", "assignment_of", "clean_up_after",
-           "definitions", "format_report", "grade", "grade_class", "run_notebook",
+           "definitions", "format_report", "format_summary", "grade", "grade_class", "run_notebook",
            "sandbox_available", "sandbox_uid", "score_exercises", "write_grades_csv"]
