@@ -208,6 +208,57 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
+def plot_choices(rows: list[dict], floor: float, path: Path) -> None:
+    """For runs scored at one budget: each recipe or variant in the order run, every seed
+    a dot and the mean a bar, Fréchet distance (log scale) and share legible."""
+    from gan_helpers.plots import new_figure
+
+    names = list(dict.fromkeys(r["recipe"] for r in rows))
+    fig, axes = new_figure(2, (12, 4.2))
+    for ax, key, title in ((axes[0], "frechet_distance", "Fréchet distance (lower is better)"),
+                           (axes[1], "legible", "share legible (confidence >= 0.9)")):
+        for x, name in enumerate(names):
+            values = [r[key] for r in rows if r["recipe"] == name]
+            ax.bar(x, sum(values) / len(values), color="#4a7ab5", alpha=0.5, width=0.6)
+            ax.plot([x] * len(values), values, "o", color="#1f3b5c", ms=4)
+        ax.set_xticks(range(len(names)), labels=names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title)
+    axes[0].axhline(floor, color="gray", ls="--", lw=0.8, label="training vs test digits")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    axes[1].set_ylim(0, 1.02)
+    budget = rows[0]["budget"]
+    fig.suptitle(f"after {budget:.0f} s of training on a 2-core CPU; dots: seeds, bars: mean")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def rows_from_log(path: Path) -> tuple[list[dict], float]:
+    """The per-run rows and the floor that an earlier run of this script printed."""
+    rows, floor, table = [], None, False
+    for line in path.read_text().splitlines():
+        if line.startswith("floor:"):
+            floor = float(line.rsplit(None, 1)[1])
+        elif line.startswith("recipe ") and line.rstrip().endswith("missing"):
+            table = True
+        elif table and not line.strip():
+            table = False
+        elif table:
+            recipe, seed, seconds, steps, fd, entropy, legible, score, memo, copies, missing = (
+                line.rsplit(None, 10))
+            rows.append({"recipe": recipe.strip(), "seed": int(seed), "seconds": float(seconds),
+                         "budget": float(seconds), "steps": int(steps),
+                         "frechet_distance": float(fd), "class_entropy": float(entropy),
+                         "legible": float(legible.rstrip("%")) / 100,
+                         "inception_score": float(score), "memorisation_ratio": float(memo),
+                         "near_copies": float(copies.rstrip("%")) / 100,
+                         "classes_missing": [] if missing == "-" else
+                         [int(c) for c in missing.split(",")]})
+    if floor is None or not rows:
+        raise SystemExit(f"{path}: no floor line or no table of runs in it")
+    return rows, floor
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[30, 60, 120, 300],
@@ -241,6 +292,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="torch threads per run (default: 1 with --jobs > 1, else torch's)")
     parser.add_argument("--plot", type=Path, default=Path("images/runs/quality_vs_time.png"),
                         help="where the plot goes (default images/runs/quality_vs_time.png)")
+    parser.add_argument("--from-log", type=Path, default=None, metavar="LOG",
+                        help="train nothing: print the table and draw the plot of an earlier "
+                        "run from what it printed (its log)")
     return parser
 
 
@@ -302,6 +356,10 @@ def main() -> None:
     if args.n < 2:
         parser.error("--n must be at least 2 (the Fréchet distance compares two spreads; "
                      "a few thousand give stable figures)")
+    if args.from_log is not None:
+        rows, floor = rows_from_log(args.from_log)
+        _report(rows, floor, sorted({r["seed"] for r in rows}), "seconds", args.plot)
+        return
     runs = _runs(args)
     by = "steps" if args.steps else "seconds"
     threads = args.threads or (1 if args.jobs > 1 else torch.get_num_threads())
@@ -328,12 +386,17 @@ def main() -> None:
                                  initializer=_one_thread_each, initargs=(threads,)) as pool:
             results = list(pool.map(run_job, jobs))
     rows = [row for result in results for row in result]
+    _report(rows, floor, args.seeds, by, args.plot)
 
-    _print_table(rows, args.seeds, by)
+
+def _report(rows: list[dict], floor: float, seeds: list[int], by: str, path: Path) -> None:
+    """The table, then the plot: against time, or recipe by recipe at a single budget."""
+    _print_table(rows, seeds, by)
     if by == "seconds":
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(rows, floor, args.plot)
-        print(f"plot: {args.plot}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        one_budget = len({r["budget"] for r in rows}) == 1
+        (plot_choices if one_budget else plot)(rows, floor, path)
+        print(f"plot: {path}")
 
 
 

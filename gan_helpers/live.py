@@ -68,6 +68,11 @@ def _samples_png(event) -> bytes:
     return _grid_png(event.samples())
 
 
+# Before this many steps, samples that all look alike are a G that has not learnt yet;
+# after it, a healthy run draws every digit (bench/RESULTS.md, "The collapse warning").
+COLLAPSE_STEPS = 1000
+
+
 class LiveDashboard:
     """Samples from a fixed noise batch, the G and D loss curves, and mean D(x) and
     D(G(z)) with the 0.5 line, updated while ``GANTrainer.fit`` runs.
@@ -79,7 +84,8 @@ class LiveDashboard:
     unbounded it could halve the steps of a run).
     With ``classes=True`` (the default; it applies to MNIST runs, of any latent size) it
     also shows which digits 256 fixed samples look like, and warns in plain words when
-    a digit has vanished from them (mode collapse). Outside Jupyter (a script run with
+    a digit has vanished from them or, past ``COLLAPSE_STEPS``, when they all look alike
+    (mode collapse). Outside Jupyter (a script run with
     ``python``) it prints a status line every ``TEXT_INTERVAL`` seconds instead.
     ``picture``, a function of the event that returns PNG bytes, replaces the grid of
     samples (the 2-D toy GAN draws its points and D's surface with it).
@@ -155,7 +161,7 @@ class LiveDashboard:
         self.curves.value = figure_png(self._figure)
         self._row.layout.display = None
         if self.classes:
-            self.class_view.value = self._class_report(trainer)
+            self.class_view.value = self._class_report(trainer, event.step)
         self.updates += 1
         self._draw_cost = time.monotonic() - now
         if event.final:
@@ -203,11 +209,12 @@ class LiveDashboard:
         if self.classes and event.trainer.config.dataset == "mnist":
             from IPython.display import HTML, display
 
-            display(HTML(self._class_report(event.trainer)))
+            display(HTML(self._class_report(event.trainer, event.step)))
 
-    def _class_report(self, trainer) -> str:
-        """HTML: the share of each digit among 256 fixed samples, and a warning when
-        the samples are legible but some digit is missing."""
+    def _class_report(self, trainer, step: int | None = None) -> str:
+        """HTML: the share of each digit among 256 fixed samples, and a warning when the
+        samples are legible but some digit is missing, or when, past ``COLLAPSE_STEPS``
+        steps, the classifier puts nearly all of them in one class."""
         if trainer.config.dataset != "mnist":
             return ""
         latent_dim = trainer.config.latent_dim
@@ -236,7 +243,14 @@ class LiveDashboard:
         text = (f"digits among 256 samples (entropy {scores['class_entropy']:.2f}, "
                 f"{scores['legible']:.0%} legible at confidence {CONFIDENT})")
         warning = ""
-        if scores["classes_missing"] and scores["legible"] >= 0.5:
+        if step is not None and step >= COLLAPSE_STEPS and scores["class_entropy"] < 0.5:
+            warning = (
+                f"<br><b style='color:#b00'>Warning: after {step:,} steps the samples look "
+                "alike</b> (nearly all in one class): G has collapsed onto a few outputs, "
+                "mode collapse. The course recipe's BatchNorm in G and weight average "
+                "prevent it; a lower lr can help."
+            )
+        elif scores["classes_missing"] and scores["legible"] >= 0.5:
             missing = ", ".join(map(str, scores["classes_missing"]))
             warning = (
                 f"<br><b style='color:#b00'>Warning: no sample looks like {missing}.</b> "

@@ -186,3 +186,23 @@ def test_speed_bench_times_the_course_recipes_on_a_device():
         cpu = subprocess.run([sys.executable, str(BENCH.parent / "speed.py"), *args],
                              capture_output=True, text=True, timeout=120)
         assert cpu.returncode == 2 and "--profile measures a CUDA GPU's share" in cpu.stderr
+
+
+def test_a_printed_table_reads_back_and_plots_recipe_by_recipe(quality, tmp_path, capsys):
+    # --from-log redraws a finished run from its log: the rows it prints must parse back.
+    rows = [{"recipe": name, "seed": seed, "seconds": 120.0, "budget": 120.0, "steps": 4000 + seed,
+             "frechet_distance": fd + seed, "class_entropy": 0.9, "legible": 0.5 + seed / 10,
+             "inception_score": 7.0, "memorisation_ratio": 1.0, "near_copies": 0.002,
+             "classes_missing": [0, 8] if seed else []}
+            for name, fd in (("seed FC", 1200.0), ("+ in-memory batches", 20.0)) for seed in (0, 1)]
+    print("floor: 5000 training digits against the test split, Fréchet distance 2.77")
+    quality._print_table(rows, [0, 1], "seconds")
+    log = tmp_path / "run.log"
+    log.write_text(capsys.readouterr().out)
+    read, floor = quality.rows_from_log(log)
+    assert floor == 2.77 and read == rows
+    quality.plot_choices(read, floor, tmp_path / "choices.png")
+    assert (tmp_path / "choices.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "empty.log").write_text("nothing here\n")
+    with pytest.raises(SystemExit, match="no floor line"):
+        quality.rows_from_log(tmp_path / "empty.log")

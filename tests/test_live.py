@@ -244,3 +244,22 @@ def test_a_loop_records_losses_that_still_carry_their_graph():
         warnings.simplefilter("error")
         event = log.record(1, loss, loss, torch.tensor(0.5), 0.4)
     assert log.history["g_loss"] == pytest.approx([0.7]) and event.d_fake == pytest.approx(0.4)
+
+
+def test_class_report_warns_when_the_samples_look_alike():
+    # The seed's recipe on a CPU: every noise vector gives the same blur. Early on that
+    # is a G that has not learnt yet; past COLLAPSE_STEPS it is mode collapse.
+    from gan_helpers.live import COLLAPSE_STEPS
+
+    blur = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.4 - 0.8
+    trainer = _trainer_with(Replay(blur))
+    late = LiveDashboard("t")._class_report(trainer, step=COLLAPSE_STEPS + 398)
+    assert f"after {COLLAPSE_STEPS + 398:,} steps the samples look alike" in late
+    assert "mode collapse" in late
+    for early in (COLLAPSE_STEPS - 1, None):
+        assert "Warning" not in LiveDashboard("t")._class_report(trainer, step=early)
+
+
+def test_class_report_is_quiet_about_a_healthy_run_past_the_collapse_steps(real_digits):
+    report = LiveDashboard("t")._class_report(_trainer_with(Replay(real_digits[0])), step=50_000)
+    assert "entropy" in report and "Warning" not in report
