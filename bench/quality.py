@@ -111,6 +111,7 @@ def addition_variants(model: str) -> dict[str, dict]:
     options = {"recipe": "course", "model": model, **SEED_RECIPE}
     if model == "dcgan":
         options["d_width"] = TrainConfig(model="dcgan").width  # the seed's D is as wide as G
+        options["g_batchnorm"] = course["g_batchnorm"]  # DCGAN's G has BatchNorm either way
     variants = {f"seed {model.upper()}": {"recipe": "seed", "model": model},
                 "+ in-memory batches": dict(options)}
     for key in course_choices(model):
