@@ -123,6 +123,13 @@ def test_the_grader_reads_numbers_and_arithmetic_but_no_calls():
     assert len(notes) == 2 and all("arithmetic on numbers" in n for n in notes)
 
 
+def test_a_chain_of_thousands_of_sums_is_skipped_not_a_crash():
+    # Each + nests one level deeper: a student's 5,000-term sum must not stop the grading.
+    modules, notes = definitions(["x = " + "+".join(["1"] * 5000), "y = 2"], names={"x"})
+    assert [m.body[0].targets[0].id for _, m in modules] == ["y"]
+    assert len(notes) == 1 and "cell 1" in notes[0]
+
+
 @pytest.fixture(scope="module")
 def released_course(tmp_path_factory):
     dest = tmp_path_factory.mktemp("course")

@@ -129,7 +129,7 @@ last_layer_parameters_exercise = _question(
     "last_layer_parameters", "the parameters of G's last layer for 32 x 32 colour images",
     _numeric("last_layer_parameters", lambda: _last_layer_parameters(3 * 32 * 32),
              lambda v: f"3 x 32 x 32 = 3,072 outputs: 512 x 3,072 weights + 3,072 biases = "
-                       f"{v:,.0f}, four times MNIST's 402,192.",
+                       f"{v:,.0f}, about four times MNIST's 402,192.",
              lambda v: [(512 * 3072, "you counted the weights; each of the 3,072 outputs also "
                                      "has a bias."),
                         (_last_layer_parameters(784), "that is MNIST's last layer, with 784 "

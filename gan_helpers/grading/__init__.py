@@ -8,9 +8,10 @@
    to the file name; an edited one is noted and ignored.
 2. **Scores** come from a fresh worker process (``python -I -m gan_helpers.grading``)
    that imports the checks before any student code. For each exercise it forks a child
-   that runs only the notebook's imports and top-level ``def``/``class`` statements
-   (taken from the cells with ``ast``; any other statement, and any definition that
-   runs code while it is defined, is skipped) and then that exercise's check, with a
+   that runs only the notebook's imports, top-level ``def``/``class`` statements and
+   assignments of literals or of arithmetic on numbers (a question's answer), taken
+   from the cells with ``ast``; any other statement, and any definition that runs code
+   while it is defined, is skipped) and then that exercise's check, with a
    time and memory limit. The child traces the calls: work borrowed from
    ``gan_helpers`` (an import, a subclass, a wrapper, a call from the student's code
    into the package) scores 0, and so does a check whose modules the student's code

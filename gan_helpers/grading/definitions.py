@@ -35,7 +35,11 @@ def _is_arithmetic(node: ast.AST) -> bool:
     if isinstance(node, ast.UnaryOp):
         return isinstance(node.op, (ast.USub, ast.UAdd)) and _is_arithmetic(node.operand)
     if isinstance(node, ast.BinOp):
-        return isinstance(node.op, _ARITHMETIC) and _is_arithmetic(node.left) and _is_arithmetic(node.right)
+        try:  # a chain of thousands of + nests as deep: refused, not a crash of the grader
+            return (isinstance(node.op, _ARITHMETIC) and _is_arithmetic(node.left)
+                    and _is_arithmetic(node.right))
+        except RecursionError:
+            return False
     return False
 
 
