@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import parse_variant  # noqa: E402  (KEY=VALUE options, as quality.py takes them)
 
 from gan_helpers.config import TrainConfig  # noqa: E402
-from gan_helpers.metrics import class_scores  # noqa: E402
+from gan_helpers.live import probe_classes, probe_noise  # noqa: E402
 from gan_helpers.trainer import GANTrainer  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     options = parse_variant(",".join(args.options)) if args.options else {}
     config = TrainConfig.for_recipe(args.recipe, **options)
-    noise = torch.randn(256, config.latent_dim, generator=torch.Generator().manual_seed(1234))
+    noise = probe_noise(config.latent_dim)  # the dashboard's 256 samples
     print(f"{args.recipe} recipe, {options or 'as it is'}; torch threads {torch.get_num_threads()}")
 
     with tempfile.TemporaryDirectory() as out:
@@ -42,11 +42,7 @@ def main() -> None:
 
         def probe(event) -> None:
             if event.step % args.every == 0 and not event.final:
-                sampler = trainer.sampler
-                sampler.eval()
-                with torch.no_grad():
-                    scores = class_scores(sampler(noise))
-                sampler.train()
+                scores = probe_classes(trainer, noise)
                 print(f"step {event.step:6d}  class entropy {scores['class_entropy']:.2f}  "
                       f"legible {scores['legible']:4.0%}  missing "
                       f"{','.join(map(str, scores['classes_missing'])) or '-'}", flush=True)

@@ -73,6 +73,26 @@ def _samples_png(event) -> bytes:
 COLLAPSE_STEPS = 1000
 
 
+def probe_noise(latent_dim: int) -> torch.Tensor:
+    """The dashboard's fixed probe noise: shape (256, latent_dim), N(0, 1), seed 1234."""
+    return torch.randn(256, latent_dim, generator=torch.Generator().manual_seed(1234))
+
+
+def probe_classes(trainer, noise: torch.Tensor) -> dict:
+    """``metrics.class_scores`` of ``trainer.sampler`` on ``noise`` (N, latent_dim), drawn
+    in eval mode; the sampler's mode is restored. Raises FileNotFoundError where the
+    classifier's weights are not shipped."""
+    from .metrics import class_scores
+
+    sampler = trainer.sampler
+    was_training = sampler.training
+    sampler.eval()
+    with torch.no_grad():
+        samples = sampler(noise.to(trainer.device)).cpu()
+    sampler.train(was_training)
+    return class_scores(samples)
+
+
 class LiveDashboard:
     """Samples from a fixed noise batch, the G and D loss curves, and mean D(x) and
     D(G(z)) with the 0.5 line, updated while ``GANTrainer.fit`` runs.
@@ -219,18 +239,11 @@ class LiveDashboard:
             return ""
         latent_dim = trainer.config.latent_dim
         if self._class_noise is None or self._class_noise.shape[1] != latent_dim:
-            rng = torch.Generator().manual_seed(1234)
-            self._class_noise = torch.randn(256, latent_dim, generator=rng)
-        from .metrics import CONFIDENT, class_scores
+            self._class_noise = probe_noise(latent_dim)
+        from .metrics import CONFIDENT
 
         try:
-            sampler = trainer.sampler
-            was_training = sampler.training
-            sampler.eval()
-            with torch.no_grad():
-                samples = sampler(self._class_noise.to(trainer.device)).cpu()
-            sampler.train(was_training)
-            scores = class_scores(samples)
+            scores = probe_classes(trainer, self._class_noise)
         except FileNotFoundError:  # no classifier weights shipped
             self.classes = False
             return ""
