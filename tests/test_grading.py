@@ -280,6 +280,42 @@ BAD_CELLS = {
 }
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"  # a zombie has ended; only its exit status is left
+
+
+LEFT_RUNNING = ("import os, time\nchild = os.fork()\nif child == 0:\n    time.sleep(3600)\n"
+                # a daemon: a session of its own, its parent gone
+                "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                "        open('pids.txt', 'a').write(f'{os.getpid()}\\n')\n        time.sleep(3600)\n"
+                "    os._exit(0)\n"
+                "open('pids.txt', 'a').write(f'{child}\\n{os.getpid()}\\n')\ntime.sleep(1)")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("ends", ["finished", "stopped"])
+def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends):
+    # Without a sandbox user (grading as yourself), the kernel runs in a session of its
+    # own: stopping the worker once left it and 400 forks running as root.
+    from gan_helpers.grading import sandbox
+
+    cells = [LEFT_RUNNING] + (["import time\ntime.sleep(10**6)"] if ends == "stopped" else [])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    (tmp_path / "home").mkdir()
+    path = tmp_path / "home" / "returned.ipynb"
+    nbformat.write(nb, path)
+    monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 0.0)
+    errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=30, uid=None)
+    assert ("did not finish within 30 s" in " ".join(errors)) == (ends == "stopped"), errors
+    pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
+    assert len(pids) == 3  # the kernel, its child and the daemon all started
+    assert not [pid for pid in pids if _alive(pid)]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 def test_a_hostile_notebook_costs_its_own_cells_only(tmp_path):
     path = stamped(tmp_path, lambda nb: nb.cells.extend(

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ..assignments import read_notebook
@@ -20,6 +21,7 @@ ADDRESS_SLACK = 8 * 1024**3  # RLIMIT_AS is this much above it (shared mappings 
 FILE_BYTES = 1024**3  # RLIMIT_FSIZE: no file larger than this
 EXTRA_PROCESSES = 256  # processes a notebook may start (RLIMIT_NPROC, above the user's own)
 RUN_SECONDS = 600.0  # wall-clock limit for running one notebook, whatever its cells
+_GRACE_SECONDS = 30.0  # beyond RUN_SECONDS, for the kernel to start and shut down
 _MAX_TEXT = 600  # characters of a student's text (feedback, an error) kept in a report
 
 def _running_as_root() -> bool:
@@ -140,6 +142,59 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _session_of(pid: str) -> int | None:
+    """The session id of a running process; None for a zombie (it can do nothing)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()  # the name before ")" may hold spaces
+    return None if fields[0] == b"Z" else int(fields[3])
+
+
+def _processes_of(folder: Path) -> dict[int, int | None]:
+    """Running processes whose command line names ``folder`` (the notebook's kernel,
+    its forks, the worker), as {pid: session id}."""
+    needle = os.fsencode(str(folder))
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if needle in f.read():
+                        found[int(entry)] = _session_of(entry)
+            except (OSError, IndexError, ValueError):  # it ended meanwhile
+                pass
+    return found
+
+
+def _kill_notebook_processes(folder: Path) -> None:
+    """End every process started for the notebook in ``folder``: the kernel lives in a
+    session of its own, which ending the worker leaves running, with whatever the
+    student's code forked (a daemon too, which keeps the kernel's command line). Needed
+    where no sandbox user can be killed whole."""
+    if not Path("/proc/self/stat").exists():
+        return
+    own = os.getsid(0)
+    sessions: set[int | None] = set()
+    for _ in range(500):  # a loop that forks while we look is caught on a later round
+        sessions |= set(_processes_of(folder).values())
+        sessions -= {own, None}
+        members = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if sessions and _session_of(entry) in sessions:
+                        members.append(int(entry))
+                except (OSError, IndexError, ValueError):
+                    pass
+        if not members:  # and those killed have ended, not merely been signalled
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+
+
 def _kill_user_processes(uid: int) -> None:
     pid = os.fork()
     if pid == 0:
@@ -194,12 +249,13 @@ def run_notebook(path: Path, cell_timeout: float, total_seconds: float = RUN_SEC
         **({"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}),
     )
     try:
-        proc.wait(timeout=total_seconds + 30)
+        proc.wait(timeout=total_seconds + _GRACE_SECONDS)
     except subprocess.TimeoutExpired:
         return [f"the notebook did not finish within {total_seconds:.0f} s and was stopped"]
     finally:
         _kill_group(proc.pid)
         proc.wait()
+        _kill_notebook_processes(home)
         if uid is not None:
             _kill_user_processes(uid)
     try:
