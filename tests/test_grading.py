@@ -308,12 +308,24 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
     (tmp_path / "home").mkdir()
     path = tmp_path / "home" / "returned.ipynb"
     nbformat.write(nb, path)
-    monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 0.0)
-    errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=30, uid=None)
-    assert ("did not finish within 30 s" in " ".join(errors)) == (ends == "stopped"), errors
-    pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
-    assert len(pids) == 3  # the kernel, its child and the daemon all started
-    assert not [pid for pid in pids if _alive(pid)]
+    # Not the notebook's: in a session of its own, naming a folder that starts alike.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
+                                  str(tmp_path / "home2" / "x")], start_new_session=True)
+    pids = []
+    try:
+        monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 0.0)
+        errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=20, uid=None)
+        assert ("did not finish within 20 s" in " ".join(errors)) == (ends == "stopped"), errors
+        pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
+        assert len(pids) == 3  # the kernel, its child and the daemon all started
+        assert not [pid for pid in pids if _alive(pid)]
+        assert bystander.poll() is None
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, 9)
+        bystander.kill()
+        bystander.wait()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")

@@ -22,6 +22,7 @@ FILE_BYTES = 1024**3  # RLIMIT_FSIZE: no file larger than this
 EXTRA_PROCESSES = 256  # processes a notebook may start (RLIMIT_NPROC, above the user's own)
 RUN_SECONDS = 600.0  # wall-clock limit for running one notebook, whatever its cells
 _GRACE_SECONDS = 30.0  # beyond RUN_SECONDS, for the kernel to start and shut down
+_CLEANUP_SECONDS = 10.0  # at most, to end what a notebook left running
 _MAX_TEXT = 600  # characters of a student's text (feedback, an error) kept in a report
 
 def _running_as_root() -> bool:
@@ -142,57 +143,61 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _session_of(pid: str) -> int | None:
-    """The session id of a running process; None for a zombie (it can do nothing)."""
+def _stat(pid: int) -> tuple[bytes, int]:
+    """The state letter ("Z": a zombie, ended) and session id of process ``pid``."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()  # the name before ")" may hold spaces
-    return None if fields[0] == b"Z" else int(fields[3])
+    return fields[0], int(fields[3])
 
 
-def _processes_of(folder: Path) -> dict[int, int | None]:
-    """Running processes whose command line names ``folder`` (the notebook's kernel,
-    its forks, the worker), as {pid: session id}."""
-    needle = os.fsencode(str(folder))
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _kill_notebook_processes(folder: Path, uid: int) -> None:
+    """End the processes of user ``uid`` left by the notebook run in ``folder``: every
+    session one of whose processes names a file in ``folder`` on its command line. The
+    kernel lives in a session of its own, which ending the worker leaves running, with
+    what the student's code forked (a daemon too, which keeps the kernel's command line).
+    Best effort, not a boundary: a process that runs a new program in a new session
+    escapes it; only a sandbox user is ended whole."""
+    if not os.path.exists("/proc/self/stat"):
+        return
+    needle = os.fsencode(str(folder))  # not a sibling folder that starts alike
+    own, killed = os.getsid(0), set()
+    deadline = time.monotonic() + _CLEANUP_SECONDS
+    while time.monotonic() < deadline:
+        sessions, members = set(), []
+        for pid in _pids():
             try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if needle in f.read():
-                        found[int(entry)] = _session_of(entry)
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if needle in f.read() and os.stat(f"/proc/{pid}").st_uid == uid:
+                        sessions.add(_stat(pid)[1])
             except (OSError, IndexError, ValueError):  # it ended meanwhile
                 pass
-    return found
-
-
-def _kill_notebook_processes(folder: Path) -> None:
-    """End every process started for the notebook in ``folder``: the kernel lives in a
-    session of its own, which ending the worker leaves running, with whatever the
-    student's code forked (a daemon too, which keeps the kernel's command line). Needed
-    where no sandbox user can be killed whole."""
-    if not Path("/proc/self/stat").exists():
-        return
-    own = os.getsid(0)
-    sessions: set[int | None] = set()
-    for _ in range(500):  # a loop that forks while we look is caught on a later round
-        sessions |= set(_processes_of(folder).values())
-        sessions -= {own, None}
-        members = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if sessions and _session_of(entry) in sessions:
-                        members.append(int(entry))
-                except (OSError, IndexError, ValueError):
-                    pass
-        if not members:  # and those killed have ended, not merely been signalled
-            return
-        for pid in members:
+        sessions.discard(own)
+        for pid in _pids() if sessions else []:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                state, session = _stat(pid)
+                if (session in sessions and state != b"Z"
+                        and os.stat(f"/proc/{pid}").st_uid == uid):
+                    members.append(pid)
+            except (OSError, IndexError, ValueError):
                 pass
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(members)
+        if not members and not any(_running(pid) for pid in killed):
+            return  # those killed have ended, not merely been signalled
         time.sleep(0.01)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] != b"Z"
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def _kill_user_processes(uid: int) -> None:
@@ -255,9 +260,9 @@ def run_notebook(path: Path, cell_timeout: float, total_seconds: float = RUN_SEC
     finally:
         _kill_group(proc.pid)
         proc.wait()
-        _kill_notebook_processes(home)
         if uid is not None:
             _kill_user_processes(uid)
+        _kill_notebook_processes(home, os.getuid() if uid is None else uid)
     try:
         with open(result, "rb") as f:
             errors = json.loads(f.read(1 << 20))
