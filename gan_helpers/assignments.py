@@ -47,9 +47,10 @@ _ANSWER = re.compile(r"([A-Za-z_]\w*)[ \t]*=[ \t]*[^\n=]+")  # NAME = VALUE, one
 _NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_\w+[ \t]*\n?", re.MULTILINE)
 
 
-def _is_literal(text: str) -> bool:
+def is_literal(code: "str | ast.AST | None") -> bool:
+    """Whether ``code`` (source text or a parsed expression) is a plain Python literal."""
     try:
-        ast.literal_eval(text.strip())
+        ast.literal_eval(code.strip() if isinstance(code, str) else code)
         return True
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return False
@@ -64,7 +65,7 @@ def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
         if block.group(0).count(BEGIN) > 1:  # a BEGIN whose END is missing: keep its code
             raise ValueError(f"unmatched '{BEGIN}' / '{END}' marker in:\n{source}")
         answer = _ANSWER.fullmatch(block.group(0).split("\n", 1)[1].rsplit("\n", 1)[0].strip())
-        if stub == CODE_STUB and answer and _is_literal(answer.group(0).split("=", 1)[1]):
+        if stub == CODE_STUB and answer and is_literal(answer.group(0).split("=", 1)[1]):
             return block.group("indent") + f"{answer.group(1)} = ...  # your answer"
         return block.group("indent") + stub
 

@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import ast
 
+from ..assignments import is_literal
+
 
 CELL_PREFIX = "<notebook cell "  # the file name of the student's compiled code
 _ALLOWED_DECORATORS = {"staticmethod", "classmethod", "property", "abstractmethod",
                        "torch.no_grad", "torch.inference_mode", "torch.enable_grad"}
 
+
 def _dotted(node: ast.AST) -> str:
     return _dotted(node.value) + "." + node.attr if isinstance(node, ast.Attribute) else \
         node.id if isinstance(node, ast.Name) else ""
-
-
-def _is_literal(node: ast.AST | None) -> bool:
-    try:
-        ast.literal_eval(node)
-        return True
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
 
 
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)  # no **: 9**9**9
@@ -66,7 +61,7 @@ def _definition_runs_code(node: ast.AST) -> bool:
                     isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
                 pass
             elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and (
-                    stmt.value is None or _is_literal(stmt.value)):
+                    stmt.value is None or is_literal(stmt.value)):
                 if isinstance(stmt, ast.AnnAssign):
                     exprs.append(stmt.annotation)
             else:
@@ -127,7 +122,7 @@ def definitions(cells: list[str], names: set[str] | None = None
                     kept.append((number, stmt))
             elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 if isinstance(stmt, ast.Assign) and (
-                        _is_literal(stmt.value) or _is_arithmetic(stmt.value)) and all(
+                        is_literal(stmt.value) or _is_arithmetic(stmt.value)) and all(
                         isinstance(t, ast.Name) for t in stmt.targets):
                     kept.append((number, stmt))
                     continue
