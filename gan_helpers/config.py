@@ -85,6 +85,10 @@ class TrainConfig:
                                   "--width)", check="positive")
     ema: float | None = _option("sample from a moving average of G's weights with this decay "
                                 "(0: off, G itself)")
+    # 0.1: FD 15.9 at 6,400 steps; 0.05 and 0.2: 18.0 and 16.9 (bench/RESULTS.md, the ramp-up)
+    ema_rampup: float = _option("the weight average's mean age is SHARE of the steps so far "
+                                "(0.5: all steps about alike) until it spans about 1/(1-ema) "
+                                "steps", 0.1, metavar="SHARE")
     augment: int | None = _option("D sees real and fake images moved by up to PIXELS pixels "
                                   "(DiffAugment's translation; 0: off)", metavar="PIXELS",
                                   check="nonnegative")
@@ -172,6 +176,8 @@ class TrainConfig:
             raise ValueError(f"r1 must be 0 (off) or a positive weight such as 0.05, got {self.r1}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
+        if not 0.0 < self.ema_rampup <= 0.5:
+            raise ValueError(f"ema_rampup must be in (0, 0.5], got {self.ema_rampup}")
         for name in ("lr", "g_lr_factor"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")

@@ -349,9 +349,9 @@ class GANTrainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        # Warm-up: the average spans about the last ninth of the steps so far (decay
-        # (1 + t) / (10 + t)), until that reaches ~1/(1-ema) steps.
-        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+        # Warm-up: decay (1 + t) / (1/r + t) weighs step s by about (s/t)^(1/r - 2), whose
+        # mean age is r*t steps (r = ema_rampup), until that reaches ~1/(1-ema) steps.
+        decay = min(self.config.ema, (1 + self.step) / (1 / self.config.ema_rampup + self.step))
         ema_params = list(self.ema_generator.parameters())
         torch._foreach_lerp_(ema_params, list(self.generator.parameters()), 1.0 - decay)
         # BatchNorm's running statistics are not averaged: G's describe G's own weights,

@@ -23,6 +23,8 @@ def test_config_validation():
         TrainConfig.for_recipe("fast")
     with pytest.raises(ValueError, match="b1 must be in"):
         TrainConfig.for_recipe("course", b1=1.5)
+    with pytest.raises(ValueError, match=r"ema_rampup must be in \(0, 0.5\], got 0.0"):
+        TrainConfig.for_recipe("course", ema_rampup=0.0)  # it would divide by zero
 
 
 def test_resolve_device_names_the_problem(monkeypatch, mnist_small):

@@ -166,18 +166,31 @@ def test_ema_sampler(mnist_small, tmp_path):
     assert TrainConfig.for_recipe("seed").ema == 0.0
 
 
-def test_ema_warm_up_spans_a_ninth_of_the_run(mnist_small):
-    """Early on the average's decay is (1 + t) / (10 + t), whatever the cap ``ema``:
-    the course's 0.9999 and the old 0.999 give the same average until the warm-up
-    reaches the cap; a cap below the warm-up's decay gives another one."""
-    def average(ema):
-        t = GANTrainer(small(ema=ema, sample_interval=1000), data=mnist_small)
+def test_ema_warm_up_spans_a_tenth_of_the_run(mnist_small):
+    """Early on the average's decay is (1 + t) / (1/ema_rampup + t), whatever the cap
+    ``ema``: the course's 0.9999 and the old 0.999 give the same average until the
+    warm-up reaches the cap; a cap below the warm-up's decay gives another one, and so
+    does another ramp-up."""
+    def average(ema, **kw):
+        t = GANTrainer(small(ema=ema, sample_interval=1000, **kw), data=mnist_small)
         t.fit(steps=12, progress=False)
         return torch.cat([p.flatten() for p in t.ema_generator.parameters()])
 
-    assert TrainConfig().ema == 0.9999
+    assert TrainConfig().ema == 0.9999 and TrainConfig().ema_rampup == 0.1
     assert torch.equal(average(0.9999), average(0.999))
     assert not torch.equal(average(0.9999), average(0.5))
+    assert not torch.equal(average(0.9999), average(0.9999, ema_rampup=0.2))
+
+
+def test_ema_rampup_of_one_half_averages_every_step_alike(mnist_small):
+    # decay (1 + t) / (2 + t): after k steps, (2 G_0 + G_1 + ... + G_k) / (k + 2)
+    t = GANTrainer(small(ema=0.9999, ema_rampup=0.5, sample_interval=1000), data=mnist_small)
+    flat = lambda net: torch.cat([p.detach().flatten() for p in net.parameters()])  # noqa: E731
+    seen = [2 * flat(t.generator)]
+    for _ in range(6):
+        t.fit(steps=t.step + 1, progress=False)
+        seen.append(flat(t.generator))
+    torch.testing.assert_close(flat(t.ema_generator), sum(seen) / 8)
 
 
 def _normalised_bn_inputs(generator, noise):
