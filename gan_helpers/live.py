@@ -87,9 +87,11 @@ def probe_classes(trainer, noise: torch.Tensor) -> dict:
     sampler = trainer.sampler
     was_training = sampler.training
     sampler.eval()
-    with torch.no_grad():
-        samples = sampler(noise.to(trainer.device)).cpu()
-    sampler.train(was_training)
+    try:
+        with torch.no_grad():
+            samples = sampler(noise.to(trainer.device)).cpu()
+    finally:
+        sampler.train(was_training)
     return class_scores(samples)
 
 

@@ -263,3 +263,19 @@ def test_class_report_warns_when_the_samples_look_alike():
 def test_class_report_is_quiet_about_a_healthy_run_past_the_collapse_steps(real_digits):
     report = LiveDashboard("t")._class_report(_trainer_with(Replay(real_digits[0])), step=50_000)
     assert "entropy" in report and "Warning" not in report
+
+
+def test_probe_classes_scores_the_sampler_and_restores_its_mode(mnist_small):
+    from gan_helpers.live import probe_classes, probe_noise
+
+    trainer = GANTrainer(TrainConfig(ema=0.0, batch_size=64), data=mnist_small)
+    noise = probe_noise(100)
+    assert noise.shape == (256, 100)
+    assert torch.equal(noise, probe_noise(100))  # the same 256 samples at every update
+    scores = probe_classes(trainer, noise)
+    assert len(scores["class_histogram"]) == 10
+    assert math.isclose(sum(scores["class_histogram"]), 1.0, abs_tol=1e-3)
+    assert trainer.sampler.training  # drawn in eval mode, then set back
+    with pytest.raises(ValueError, match="latent"):  # a failing draw sets it back too
+        probe_classes(trainer, torch.randn(4, 7))
+    assert trainer.sampler.training
