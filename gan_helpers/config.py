@@ -32,7 +32,7 @@ COURSE_FC = {  # at 120 s, FD 24.9 with every choice; without each one, in turn:
     "b2": 0.999,
     "g_batchnorm": True,   # FD 324 without: digits go missing
     "ema": 0.9999,         # FD 164 without: samples from a weight average of G
-    "augment": 0,          # off: FD 16.5 without it, 24.9 with D's shift augmentation
+    "augment": 0,          # off at 120 s: FD 16.5 without, 24.9 with (long runs need it)
     "augment_ramp": 0,
     "r1": 0.0,
 }
