@@ -88,7 +88,7 @@ class TrainConfig:
     # 0.1: FD 15.9 at 6,400 steps; 0.05 and 0.2: 18.0 and 16.9 (bench/RESULTS.md, the ramp-up)
     ema_rampup: float = _option("the weight average's mean age is SHARE of the steps so far "
                                 "(0.5: all steps about alike) until it spans about 1/(1-ema) "
-                                "steps", 0.1, metavar="SHARE")
+                                "steps; in (0, 0.5]", 0.1, metavar="SHARE")
     augment: int | None = _option("D sees real and fake images moved by up to PIXELS pixels "
                                   "(DiffAugment's translation; 0: off)", metavar="PIXELS",
                                   check="nonnegative")
@@ -199,8 +199,10 @@ class TrainConfig:
         # Checkpoints from before ``augment``, ``augment_ramp`` and ``g_lr_factor``
         # existed trained without augmentation, then with the full shift from step 0,
         # and with one lr for both networks.
-        # The same for ``r1``: checkpoints from before it trained without the penalty.
-        values = {"augment": 0, "augment_ramp": 0, "g_lr_factor": 1.0, "r1": 0.0, **values}
+        # The same for ``r1``: checkpoints from before it trained without the penalty;
+        # and before ``ema_rampup``, the average's ramp-up was a tenth.
+        values = {"augment": 0, "augment_ramp": 0, "g_lr_factor": 1.0, "r1": 0.0,
+                  "ema_rampup": 0.1, **values}
         # Before ``d_width``, a DCGAN's discriminator was as wide as its generator.
         values.setdefault("d_width", values.get("width", cls.width))
         return cls(**{k: v for k, v in values.items() if k in known})

@@ -273,7 +273,7 @@ def test_help_is_complete(capsys):
     text = capsys.readouterr().out
     for option in ("--model", "--dataset", "--epochs", "--max-seconds", "--batch-size", "--lr", "--b1",
                    "--b2", "--latent-dim", "--loss", "--sample-interval", "--seed", "--out", "--resume",
-                   "--recipe", "--augment", "--augment-ramp", "--ema", "--decay-start", "--decay-steps", "--g-lr-factor",
+                   "--recipe", "--augment", "--augment-ramp", "--ema", "--ema-rampup", "--decay-start", "--decay-steps", "--g-lr-factor",
                    "--label-smoothing", "--width", "--d-width", "--r1"):
         assert option in text
 

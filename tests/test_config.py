@@ -25,6 +25,9 @@ def test_config_validation():
         TrainConfig.for_recipe("course", b1=1.5)
     with pytest.raises(ValueError, match=r"ema_rampup must be in \(0, 0.5\], got 0.0"):
         TrainConfig.for_recipe("course", ema_rampup=0.0)  # it would divide by zero
+    # Checkpoints written before the option existed ramped up over a tenth.
+    legacy = {k: v for k, v in vars(TrainConfig(ema_rampup=0.3)).items() if k != "ema_rampup"}
+    assert TrainConfig.from_dict(legacy).ema_rampup == 0.1
 
 
 def test_resolve_device_names_the_problem(monkeypatch, mnist_small):

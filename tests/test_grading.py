@@ -313,10 +313,12 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
                                   str(tmp_path / "home2" / "x")], start_new_session=True)
     pids = []
     try:
-        monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 0.0)
-        errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=20, uid=None)
-        assert ("did not finish within 20 s" in " ".join(errors)) == (ends == "stopped"), errors
-        pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
+        if ends == "stopped":  # the run's limit, at once: the kernel is still running
+            monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 0.0)
+        errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=30, uid=None)
+        if (path.parent / "pids.txt").exists():
+            pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
+        assert ("did not finish within 30 s" in " ".join(errors)) == (ends == "stopped"), errors
         assert len(pids) == 3  # the kernel, its child and the daemon all started
         assert not [pid for pid in pids if _alive(pid)]
         assert bystander.poll() is None

@@ -163,7 +163,7 @@ def _kill_notebook_processes(folder: Path, uid: int) -> None:
     escapes it; only a sandbox user is ended whole."""
     if not os.path.exists("/proc/self/stat"):
         return
-    needle = os.fsencode(str(folder))  # not a sibling folder that starts alike
+    needle = os.fsencode(os.path.join(str(folder), ""))  # not a sibling that starts alike
     own, killed = os.getsid(0), set()
     deadline = time.monotonic() + _CLEANUP_SECONDS
     while time.monotonic() < deadline:
