@@ -47,7 +47,7 @@ _ANSWER = re.compile(r"([A-Za-z_]\w*)[ \t]*=[ \t]*[^\n=]+")  # NAME = VALUE, one
 _NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_\w+[ \t]*\n?", re.MULTILINE)
 
 
-def is_literal(code: "str | ast.AST | None") -> bool:
+def is_literal(code: str | ast.AST | None) -> bool:
     """Whether ``code`` (source text or a parsed expression) is a plain Python literal."""
     try:
         ast.literal_eval(code.strip() if isinstance(code, str) else code)

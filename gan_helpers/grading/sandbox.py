@@ -143,15 +143,25 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _stat(pid: int) -> tuple[bytes, int]:
-    """The state letter ("Z": a zombie, ended) and session id of process ``pid``."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()  # the name before ")" may hold spaces
-    return fields[0], int(fields[3])
-
-
-def _pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+def _running_processes(uid: int, needle: bytes) -> list[tuple[int, int, bool]]:
+    """(pid, session id, whether its command line holds ``needle``) of each running
+    process of user ``uid``; zombies, which have ended, are left out."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                named = needle in f.read()
+            if fields[0] != b"Z":
+                found.append((int(entry), int(fields[3]), named))
+        except (OSError, IndexError, ValueError):  # it ended meanwhile
+            pass
+    return found
 
 
 def _kill_notebook_processes(folder: Path, uid: int) -> None:
@@ -167,37 +177,16 @@ def _kill_notebook_processes(folder: Path, uid: int) -> None:
     own, killed = os.getsid(0), set()
     deadline = time.monotonic() + _CLEANUP_SECONDS
     while time.monotonic() < deadline:
-        sessions, members = set(), []
-        for pid in _pids():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if needle in f.read() and os.stat(f"/proc/{pid}").st_uid == uid:
-                        sessions.add(_stat(pid)[1])
-            except (OSError, IndexError, ValueError):  # it ended meanwhile
-                pass
-        sessions.discard(own)
-        for pid in _pids() if sessions else []:
-            try:
-                state, session = _stat(pid)
-                if (session in sessions and state != b"Z"
-                        and os.stat(f"/proc/{pid}").st_uid == uid):
-                    members.append(pid)
-            except (OSError, IndexError, ValueError):
-                pass
+        processes = _running_processes(uid, needle)
+        sessions = {session for _, session, named in processes if named} - {own}
+        members = [pid for pid, session, _ in processes if session in sessions]
         for pid in members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         killed.update(members)
-        if not members and not any(_running(pid) for pid in killed):
+        if not members and not killed & {pid for pid, _, _ in processes}:
             return  # those killed have ended, not merely been signalled
         time.sleep(0.01)
-
-
-def _running(pid: int) -> bool:
-    try:
-        return _stat(pid)[0] != b"Z"
-    except (OSError, IndexError, ValueError):
-        return False
 
 
 def _kill_user_processes(uid: int) -> None:
