@@ -288,22 +288,25 @@ def _alive(pid: int) -> bool:
     return state != b"Z"  # a zombie has ended; only its exit status is left
 
 
-LEFT_RUNNING = ("import os, time\nchild = os.fork()\nif child == 0:\n    time.sleep(3600)\n"
+LEFT_RUNNING = ("import os, subprocess, time\nchild = os.fork()\nif child == 0:\n    time.sleep(3600)\n"
                 # a daemon: a session of its own, its parent gone
                 "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
                 "        open('pids.txt', 'a').write(f'{os.getpid()}\\n')\n        time.sleep(3600)\n"
                 "    os._exit(0)\n"
-                "open('pids.txt', 'a').write(f'{child}\\n{os.getpid()}\\n')\ntime.sleep(1)")
+                # another program in a session of its own: its command line is its own
+                "server = subprocess.Popen(['sleep', '3600'], start_new_session=True)\n"
+                "open('pids.txt', 'a').write(f'{child}\\n{os.getpid()}\\n')\ntime.sleep(1)\n"
+                "open('pids.txt', 'a').write(f'{server.pid}\\n')")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-@pytest.mark.parametrize("ends", ["finished", "stopped"])
+@pytest.mark.parametrize("ends", ["finished", "stopped", "runner killed"])
 def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends):
     # Without a sandbox user (grading as yourself), the kernel runs in a session of its
     # own: stopping the worker once left it and 400 forks running as root.
     from gan_helpers.grading import sandbox
 
-    cells = [LEFT_RUNNING] + (["import time\ntime.sleep(10**6)"] if ends == "stopped" else [])
+    cells = [LEFT_RUNNING] + (["import time\ntime.sleep(10**6)"] if ends != "finished" else [])
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     (tmp_path / "home").mkdir()
     path = tmp_path / "home" / "returned.ipynb"
@@ -313,14 +316,17 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
                                   str(tmp_path / "home2" / "x")], start_new_session=True)
     pids = []
     try:
-        if ends == "stopped":  # the run's limit, at once: the kernel is still running
-            monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 0.0)
+        if ends == "runner killed":  # the grader's limit before the runner's own
+            monkeypatch.setattr(sandbox, "_GRACE_SECONDS", -20.0)
         errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=30, uid=None)
         if (path.parent / "pids.txt").exists():
             pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
-        assert ("did not finish within 30 s" in " ".join(errors)) == (ends == "stopped"), errors
-        assert len(pids) == 3  # the kernel, its child and the daemon all started
-        assert not [pid for pid in pids if _alive(pid)]
+        assert ("did not finish within 30 s" in " ".join(errors)) == (ends != "finished"), errors
+        assert len(pids) == 4  # the kernel, its child, the daemon and the server all started
+        # The runner ends all four. Killed, it cannot: the grader then finds the three
+        # that keep the kernel's command line, and the server escapes.
+        alive = [pid for pid in pids if _alive(pid)]
+        assert alive == ([pids[-1]] if ends == "runner killed" else []), (alive, pids)
         assert bystander.poll() is None
     finally:
         for pid in pids:
@@ -328,6 +334,28 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
                 os.kill(pid, 9)
         bystander.kill()
         bystander.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_nothing_a_checked_function_started_outlives_its_check(tmp_path, monkeypatch):
+    # As yourself (no sandbox user, whose processes are all ended): a daemon in a
+    # session of its own once outlived the check's process group.
+    monkeypatch.setattr(grading.scoring, "sandbox_available", lambda: False)
+    pids = tmp_path / "pids.txt"
+    code = ("import os, time\ndef train_step(*a):\n    if os.fork() == 0:\n"
+            "        os.setsid()\n        if os.fork() == 0:\n"
+            f"            open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+            "            time.sleep(3600)\n        os._exit(0)\n    time.sleep(1)\n"
+            "    raise ValueError('no step')")
+    try:
+        result = score(replace_cell(solution_cells(), "def train_step(", code), "train_step")
+        assert result["score"] == 0 and "no step" in result["feedback"], result
+        (daemon,) = [int(line) for line in pids.read_text().split()]
+        assert not _alive(daemon)
+    finally:
+        for line in pids.read_text().split() if pids.exists() else []:
+            if _alive(int(line)):
+                os.kill(int(line), 9)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -24,6 +25,7 @@ RUN_SECONDS = 600.0  # wall-clock limit for running one notebook, whatever its c
 _GRACE_SECONDS = 30.0  # beyond RUN_SECONDS, for the kernel to start and shut down
 _CLEANUP_SECONDS = 10.0  # at most, to end what a notebook left running
 _MAX_TEXT = 600  # characters of a student's text (feedback, an error) kept in a report
+_PR_SET_CHILD_SUBREAPER = 36  # prctl's option, from <linux/prctl.h>
 
 def _running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
@@ -136,6 +138,52 @@ def limit_this_process(cpu_seconds: float, memory_bytes: int = MEMORY_BYTES,
     resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
 
 
+def adopt_orphans() -> bool:
+    """Make this process Linux's "child subreaper": a descendant whose parent ends (a
+    daemon's double fork, say) is handed to it instead of to init, so that
+    ``end_descendants`` still reaches it, whatever session it moved to or program it
+    runs. False where the system has no such thing."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def end_descendants() -> None:
+    """Kill and reap every descendant of this process, round by round (the children of
+    one killed come to this process after ``adopt_orphans``), until none is left or
+    _CLEANUP_SECONDS have passed."""
+    me = os.getpid()
+    deadline = time.monotonic() + _CLEANUP_SECONDS
+    while True:
+        children = _children_of(me)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not children or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def _children_of(parent: int) -> list[int]:
+    """The pids of ``parent``'s children, zombies (not yet reaped) included."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        with contextlib.suppress(OSError, IndexError, ValueError):  # it ended meanwhile
+            if entry.isdigit() and int(_stat_fields(entry)[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+def _stat_fields(pid: str) -> list[bytes]:
+    """/proc/PID/stat's fields after the name: state, parent, group, session, ..."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -153,8 +201,7 @@ def _running_processes(uid: int, needle: bytes) -> list[tuple[int, int, bool]]:
         try:
             if os.stat(f"/proc/{entry}").st_uid != uid:
                 continue
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces
+            fields = _stat_fields(entry)
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 named = needle in f.read()
             if fields[0] != b"Z":
@@ -165,12 +212,12 @@ def _running_processes(uid: int, needle: bytes) -> list[tuple[int, int, bool]]:
 
 
 def _kill_notebook_processes(folder: Path, uid: int) -> None:
-    """End the processes of user ``uid`` left by the notebook run in ``folder``: every
-    session one of whose processes names a file in ``folder`` on its command line. The
-    kernel lives in a session of its own, which ending the worker leaves running, with
-    what the student's code forked (a daemon too, which keeps the kernel's command line).
-    Best effort, not a boundary: a process that runs a new program in a new session
-    escapes it; only a sandbox user is ended whole."""
+    """End the processes of user ``uid`` left by the notebook run in ``folder`` when its
+    runner was killed before it could end them itself: every session one of whose
+    processes names a file in ``folder`` on its command line. The kernel lives in a
+    session of its own, with what the student's code forked (a daemon too, which keeps
+    the kernel's command line). Best effort, not a boundary: a process that runs a new
+    program in a new session escapes it; only a sandbox user is ended whole."""
     if not os.path.exists("/proc/self/stat"):
         return
     needle = os.fsencode(os.path.join(str(folder), ""))  # not a sibling that starts alike
@@ -244,8 +291,8 @@ def run_notebook(path: Path, cell_timeout: float, total_seconds: float = RUN_SEC
     )
     try:
         proc.wait(timeout=total_seconds + _GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        return [f"the notebook did not finish within {total_seconds:.0f} s and was stopped"]
+    except subprocess.TimeoutExpired:  # the runner stops the notebook itself: not this time
+        return [_stopped(total_seconds)]
     finally:
         _kill_group(proc.pid)
         proc.wait()
@@ -262,10 +309,25 @@ def run_notebook(path: Path, cell_timeout: float, total_seconds: float = RUN_SEC
     return [_text(e) for e in errors[:100]]
 
 
+def _stopped(seconds: float) -> str:
+    return f"the notebook did not finish within {seconds:.0f} s and was stopped"
+
+
 def _run(request: dict) -> None:
-    """In the limited process: execute the notebook with nbclient, writing its cell
-    errors, as a JSON list of strings, to ``request["result"]``."""
+    """In the limited process: execute the notebook with nbclient for at most
+    ``request["seconds"]``, writing its cell errors, as a JSON list of strings, to
+    ``request["result"]``; then end everything the notebook started."""
+    adopt_orphans()
     limit_this_process(request["seconds"])
+    out_of_time = threading.Event()
+
+    def stop() -> None:  # ending the kernel ends nbclient's run with DeadKernelError
+        out_of_time.set()
+        end_descendants()
+
+    timer = threading.Timer(request["seconds"], stop)
+    timer.daemon = True
+    timer.start()
     errors: list[str] = []
     try:
         from nbclient import NotebookClient
@@ -297,5 +359,9 @@ def _run(request: dict) -> None:
         errors = found + errors
     except Exception as err:  # noqa: BLE001 - reported to the teacher, not raised
         errors.append(f"the notebook could not be run: {type(err).__name__}: {err}")
+    timer.cancel()
+    end_descendants()
+    if out_of_time.is_set():
+        errors = [_stopped(request["seconds"])]
     with open(request["result"], "w") as f:
         json.dump(errors, f)

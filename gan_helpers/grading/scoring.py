@@ -16,7 +16,8 @@ from typing import Callable
 from ..assignments import POINTS
 from .definitions import CELL_PREFIX, definitions
 from .sandbox import (MEMORY_BYTES, _kill_group, _kill_user_processes, _run, _student_env, _text,
-                      limit_this_process, sandbox_available, sandbox_uid)
+                      adopt_orphans, end_descendants, limit_this_process, sandbox_available,
+                      sandbox_uid)
 
 CHECK_SECONDS = 300.0  # wall-clock limit for one exercise's check
 _WORKER_MARK = "__GAN_COURSE_SCORES__"
@@ -200,6 +201,7 @@ def _worker(request: dict) -> list[dict]:
     Runs in a fresh interpreter that imported the checks before any student code."""
     from .. import checks
 
+    adopt_orphans()  # what a child's code leaves running, in any session, stays ours to end
     exercises = {e.name: e for e in checks.EXERCISES}
     modules, _notes = definitions(request["cells"])
     home = Path.cwd() / "home"  # the children's: theirs to write
@@ -233,7 +235,8 @@ def _worker(request: dict) -> list[dict]:
         os.close(write)
         results.append(_collect(name, pid, read, request["seconds"]))
         if request["uid"] is not None:
-            _kill_user_processes(request["uid"])  # what this child left, before the next
+            _kill_user_processes(request["uid"])
+        end_descendants()  # what this child left, before the next
     return results
 
 
