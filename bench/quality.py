@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 
 from gan_helpers.data import load_images
-from gan_helpers.metrics import real_floor, score_generator
+from gan_helpers.metrics import real_floor, real_legible, score_generator
 from gan_helpers.config import COURSE_DCGAN, COURSE_FC, SEED_RECIPE, TrainConfig
 from gan_helpers.trainer import GANTrainer
 
@@ -371,16 +371,8 @@ def main() -> None:
           f"{data.source}")
     floor = real_floor(n=args.n)
     print(f"floor: {args.n} training digits against the test split, Fréchet distance {floor:.2f}")
-    jobs = []
-    # Seed by seed, every recipe in turn: the machine's speed drifts, and recipes timed
-    # back to back share its state of the moment. The table still lists recipe by recipe.
-    for seed in args.seeds:
-        for name, options in runs.items():
-            budgets = sorted(args.steps or args.budgets)
-            if by == "seconds" and name.startswith("seed") and args.seed_max:
-                budgets = [b for b in budgets if b <= args.seed_max]
-            jobs.append((name, {**options, "seed": seed}, budgets, args.n, args.raw,
-                         args.g_statistics, by))
+    print(f"real test digits: {real_legible():.1%} legible")
+    jobs = schedule(runs, args)
     if args.jobs == 1:
         results = [run_job(job, data) for job in jobs]
     else:
@@ -388,10 +380,30 @@ def main() -> None:
         with ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
                                  initializer=_one_thread_each, initargs=(threads,)) as pool:
             results = list(pool.map(run_job, jobs))
-    rows = [row for result in results for row in result]
-    labels = {label: i for i, label in enumerate(dict.fromkeys(r["recipe"] for r in rows))}
-    rows.sort(key=lambda r: labels[r["recipe"]])  # stable: seeds and budgets keep their order
+    rows = by_recipe([row for result in results for row in result])
     _report(rows, floor, args.seeds, by, args.plot)
+
+
+def schedule(runs: dict[str, dict], args: argparse.Namespace) -> list[tuple]:
+    """The jobs for ``run_job``: seed by seed, every recipe in turn, since the machine's
+    speed drifts and recipes timed back to back share its state of the moment."""
+    by = "steps" if args.steps else "seconds"
+    jobs = []
+    for seed in args.seeds:
+        for name, options in runs.items():
+            budgets = sorted(args.steps or args.budgets)
+            if by == "seconds" and name.startswith("seed") and args.seed_max:
+                budgets = [b for b in budgets if b <= args.seed_max]
+            jobs.append((name, {**options, "seed": seed}, budgets, args.n, args.raw,
+                         args.g_statistics, by))
+    return jobs
+
+
+def by_recipe(rows: list[dict]) -> list[dict]:
+    """``rows`` recipe by recipe, in the order the recipes first appear; within a recipe
+    seeds and budgets keep their order."""
+    labels = {label: i for i, label in enumerate(dict.fromkeys(r["recipe"] for r in rows))}
+    return sorted(rows, key=lambda r: labels[r["recipe"]])
 
 
 def _report(rows: list[dict], floor: float, seeds: list[int], by: str, path: Path) -> None:

@@ -206,3 +206,19 @@ def test_a_printed_table_reads_back_and_plots_recipe_by_recipe(quality, tmp_path
     (tmp_path / "empty.log").write_text("nothing here\n")
     with pytest.raises(SystemExit, match="no floor line"):
         quality.rows_from_log(tmp_path / "empty.log")
+
+
+def test_runs_go_seed_by_seed_and_print_recipe_by_recipe(quality):
+    args = quality._parser().parse_args(
+        ["--recipes", "course FC", "seed FC", "--seeds", "0", "1", "--budgets", "120", "60",
+         "--seed-max", "60"])
+    jobs = quality.schedule(quality._runs(args), args)
+    # Budgets in rising order; --seed-max stops the seed recipe's runs early.
+    assert [(name, options["seed"], budgets) for name, options, budgets, *_ in jobs] == [
+        ("course FC", 0, [60, 120]), ("seed FC", 0, [60]),
+        ("course FC", 1, [60, 120]), ("seed FC", 1, [60])]
+    rows = [{"recipe": name, "seed": options["seed"], "budget": b}
+            for name, options, budgets, *_ in jobs for b in budgets]
+    assert [(r["recipe"], r["seed"], r["budget"]) for r in quality.by_recipe(rows)] == [
+        ("course FC", 0, 60), ("course FC", 0, 120), ("course FC", 1, 60),
+        ("course FC", 1, 120), ("seed FC", 0, 60), ("seed FC", 1, 60)]

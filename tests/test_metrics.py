@@ -6,6 +6,7 @@ import torch
 
 from gan_helpers import metrics
 from gan_helpers.cli import main
+from gan_helpers.data import load_images
 
 SHIPPED_CLASSIFIER = metrics.weights_path("mnist")
 
@@ -167,17 +168,22 @@ def test_evaluate_cli(tmp_path, capsys):
     assert math.isfinite(scores["frechet_distance"]) and 0 <= scores["legible"] <= 1
     # the floor at the same sample count, and how near the samples are to training digits
     assert scores["frechet_floor"] == pytest.approx(metrics.real_floor("mnist", 300))
+    # what real digits read, beside the samples' legibility: most of the test split
+    test_split = load_images(split="test").scaled()
+    assert scores["legible_real"] == pytest.approx(metrics.class_scores(test_split)["legible"])
+    assert 0.9 < scores["legible_real"] < 1
     assert 0 <= scores["near_copies"] <= 1 and scores["memorisation_ratio"] > 0
     assert main(["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--n", "300"]) == 0
     out = capsys.readouterr().out
     for line in (f"frechet_floor      {scores['frechet_floor']:.2f}   (300 real training digits against the test split)",
-                 f"near_copies        {scores['near_copies']:.1%}", "memorisation_ratio "):
+                 f"near_copies        {scores['near_copies']:.1%}", "memorisation_ratio ",
+                 f"real test digits {scores['legible_real']:.1%})"):
         assert line in out
 
 
 def test_printed_distance_warns_when_samples_are_few():
     scores = {"n": 500, "frechet_distance": 18.2, "frechet_floor": 9.1, "class_entropy": 0.99,
-              "classes_missing": [], "legible": 0.78, "inception_score": 7.5,
+              "classes_missing": [], "legible": 0.78, "legible_real": 0.95, "inception_score": 7.5,
               "class_histogram": [0.1] * 10, "memorisation_ratio": 1.02, "near_copies": 0.01}
     assert "from 500 samples it reads high" in metrics.format_scores(scores)
     assert "reads high" not in metrics.format_scores({**scores, "n": 10000})
