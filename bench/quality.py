@@ -372,7 +372,7 @@ def main() -> None:
     floor = real_floor(n=args.n)
     print(f"floor: {args.n} training digits against the test split, Fréchet distance {floor:.2f}")
     print(f"real test digits: {real_legible():.1%} legible")
-    jobs = schedule(runs, args)
+    jobs = schedule(runs, args, by)
     if args.jobs == 1:
         results = [run_job(job, data) for job in jobs]
     else:
@@ -384,10 +384,10 @@ def main() -> None:
     _report(rows, floor, args.seeds, by, args.plot)
 
 
-def schedule(runs: dict[str, dict], args: argparse.Namespace) -> list[tuple]:
-    """The jobs for ``run_job``: seed by seed, every recipe in turn, since the machine's
+def schedule(runs: dict[str, dict], args: argparse.Namespace, by: str) -> list[tuple]:
+    """The jobs for ``run_job``, each scored at ``args.steps`` (``by`` "steps") or
+    ``args.budgets`` ("seconds"): seed by seed, every recipe in turn, since the machine's
     speed drifts and recipes timed back to back share its state of the moment."""
-    by = "steps" if args.steps else "seconds"
     jobs = []
     for seed in args.seeds:
         for name, options in runs.items():

@@ -13,7 +13,8 @@ to choose when to stop, and its accuracy is reported on the test split. From it:
   the classifier puts in each class, the entropy of that share divided by log 10 (1.0
   when all ten classes are equally common), and the classes that (nearly) never appear.
 - ``legible``: the share of samples the classifier labels with confidence >= 0.9;
-  ``legible_real`` the same share of the test split, the most a generator can expect.
+  ``legible_real`` the same share of the test split: what a generator that draws digits
+  like the test digits would read.
 - ``inception_score``: exp(E_x KL(p(y|x) || p(y))), the Inception-Score analogue: up to
   10 when every sample is one clear digit and all digits are equally common.
 - ``memorisation``: whether samples are copies of training digits. Each sample's pixel
@@ -426,8 +427,8 @@ def format_scores(scores: dict) -> str:
         "against the test split)",
         f"class_entropy      {scores['class_entropy']:.3f}   (1.0 = all ten classes equally often)",
         f"classes_missing    {scores['classes_missing'] or 'none'}",
-        f"legible            {scores['legible']:.1%}   (classifier confidence >= {CONFIDENT}; "
-        f"real test digits {scores['legible_real']:.1%})",
+        f"legible            {scores['legible']:.1%}   (classifier confidence >= {CONFIDENT}"
+        + (f"; real test digits {scores['legible_real']:.1%})" if "legible_real" in scores else ")"),
         f"inception_score    {scores['inception_score']:.2f}   (max 10)",
         f"memorisation_ratio {scores['memorisation_ratio']:.2f}   (distance to the nearest "
         "training digit, over a test digit's: about 1 = new digits, near 0 = copies)",

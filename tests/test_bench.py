@@ -212,7 +212,7 @@ def test_runs_go_seed_by_seed_and_print_recipe_by_recipe(quality):
     args = quality._parser().parse_args(
         ["--recipes", "course FC", "seed FC", "--seeds", "0", "1", "--budgets", "120", "60",
          "--seed-max", "60"])
-    jobs = quality.schedule(quality._runs(args), args)
+    jobs = quality.schedule(quality._runs(args), args, "seconds")
     # Budgets in rising order; --seed-max stops the seed recipe's runs early.
     assert [(name, options["seed"], budgets) for name, options, budgets, *_ in jobs] == [
         ("course FC", 0, [60, 120]), ("seed FC", 0, [60]),

@@ -317,7 +317,7 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
     pids = []
     try:
         if ends == "runner killed":  # the grader's limit before the runner's own
-            monkeypatch.setattr(sandbox, "_GRACE_SECONDS", -20.0)
+            monkeypatch.setattr(sandbox, "_GRACE_SECONDS", -10.0)
         errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=30, uid=None)
         if (path.parent / "pids.txt").exists():
             pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
@@ -327,6 +327,8 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
         # that keep the kernel's command line, and the server escapes.
         alive = [pid for pid in pids if _alive(pid)]
         assert alive == ([pids[-1]] if ends == "runner killed" else []), (alive, pids)
+        if ends != "runner killed":  # and reaped by the runner, not left as zombies
+            assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
         assert bystander.poll() is None
     finally:
         for pid in pids:
@@ -345,13 +347,14 @@ def test_nothing_a_checked_function_started_outlives_its_check(tmp_path, monkeyp
     code = ("import os, time\ndef train_step(*a):\n    if os.fork() == 0:\n"
             "        os.setsid()\n        if os.fork() == 0:\n"
             f"            open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
-            "            time.sleep(3600)\n        os._exit(0)\n    time.sleep(1)\n"
+            "            time.sleep(3600)\n        os._exit(0)\n"
+            f"    while not open({str(pids)!r}, 'a+').tell():\n        time.sleep(0.1)\n"
             "    raise ValueError('no step')")
     try:
         result = score(replace_cell(solution_cells(), "def train_step(", code), "train_step")
         assert result["score"] == 0 and "no step" in result["feedback"], result
         (daemon,) = [int(line) for line in pids.read_text().split()]
-        assert not _alive(daemon)
+        assert not Path(f"/proc/{daemon}").exists()  # killed and reaped
     finally:
         for line in pids.read_text().split() if pids.exists() else []:
             if _alive(int(line)):

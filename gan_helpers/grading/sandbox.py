@@ -22,8 +22,8 @@ ADDRESS_SLACK = 8 * 1024**3  # RLIMIT_AS is this much above it (shared mappings 
 FILE_BYTES = 1024**3  # RLIMIT_FSIZE: no file larger than this
 EXTRA_PROCESSES = 256  # processes a notebook may start (RLIMIT_NPROC, above the user's own)
 RUN_SECONDS = 600.0  # wall-clock limit for running one notebook, whatever its cells
-_GRACE_SECONDS = 30.0  # beyond RUN_SECONDS, for the kernel to start and shut down
-_CLEANUP_SECONDS = 10.0  # at most, to end what a notebook left running
+_GRACE_SECONDS = 30.0  # beyond RUN_SECONDS, for the runner to stop the kernel and clean up
+_CLEANUP_SECONDS = 10.0  # at most, to end what a notebook or a check left running
 _MAX_TEXT = 600  # characters of a student's text (feedback, an error) kept in a report
 _PR_SET_CHILD_SUBREAPER = 36  # prctl's option, from <linux/prctl.h>
 
@@ -142,40 +142,46 @@ def adopt_orphans() -> bool:
     """Make this process Linux's "child subreaper": a descendant whose parent ends (a
     daemon's double fork, say) is handed to it instead of to init, so that
     ``end_descendants`` still reaches it, whatever session it moved to or program it
-    runs. False where the system has no such thing."""
+    runs. False where the system has no such thing. Orphans that end stay zombies until
+    then, and count against the process limit."""
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
 
 def end_descendants() -> None:
-    """Kill and reap every descendant of this process, round by round (the children of
-    one killed come to this process after ``adopt_orphans``), until none is left or
-    _CLEANUP_SECONDS have passed."""
-    me = os.getpid()
+    """Kill every descendant of this process and reap its children, round by round (the
+    orphans of those killed come to this process after ``adopt_orphans``), until none is
+    left that it may kill, for at most _CLEANUP_SECONDS."""
     deadline = time.monotonic() + _CLEANUP_SECONDS
     while True:
-        children = _children_of(me)
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        signalled = kill_descendants()
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
-        if not children or time.monotonic() > deadline:
+        if not signalled or time.monotonic() > deadline:
             return
         time.sleep(0.01)
 
 
-def _children_of(parent: int) -> list[int]:
-    """The pids of ``parent``'s children, zombies (not yet reaped) included."""
-    found = []
+def kill_descendants() -> set[int]:
+    """SIGKILL every descendant of this process seen in one look at /proc (zombies
+    too, which have ended); returns those signalled. One this process may not signal (a
+    setuid program) is left alone."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         with contextlib.suppress(OSError, IndexError, ValueError):  # it ended meanwhile
-            if entry.isdigit() and int(_stat_fields(entry)[1]) == parent:
-                found.append(int(entry))
-    return found
+            if entry.isdigit():
+                children.setdefault(int(_stat_fields(entry)[1]), []).append(int(entry))
+    signalled, todo = set(), list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            signalled.add(pid)
+    return signalled
 
 
 def _stat_fields(pid: str) -> list[bytes]:
@@ -319,11 +325,13 @@ def _run(request: dict) -> None:
     ``request["result"]``; then end everything the notebook started."""
     adopt_orphans()
     limit_this_process(request["seconds"])
-    out_of_time = threading.Event()
+    lock, state = threading.Lock(), {"finished": False, "stopped": False}
 
     def stop() -> None:  # ending the kernel ends nbclient's run with DeadKernelError
-        out_of_time.set()
-        end_descendants()
+        with lock:  # the main thread reaps, after this: no pid is reused under our kill
+            if not state["finished"]:
+                state["stopped"] = True
+                kill_descendants()
 
     timer = threading.Timer(request["seconds"], stop)
     timer.daemon = True
@@ -346,6 +354,10 @@ def _run(request: dict) -> None:
         except Exception as err:  # the kernel died (out of memory, say) or could not start
             errors.append(f"the notebook could not be run to the end: {type(err).__name__}: "
                           f"{str(err).splitlines()[0] if str(err) else ''}")
+        with lock:
+            state["finished"] = True
+        if state["stopped"]:  # the kernel's death was ours: say why instead
+            errors = [_stopped(request["seconds"])]
         found = []
         for index, cell in enumerate(nb.cells):
             for out in cell.get("outputs", []):
@@ -359,9 +371,9 @@ def _run(request: dict) -> None:
         errors = found + errors
     except Exception as err:  # noqa: BLE001 - reported to the teacher, not raised
         errors.append(f"the notebook could not be run: {type(err).__name__}: {err}")
+    with lock:
+        state["finished"] = True
     timer.cancel()
     end_descendants()
-    if out_of_time.is_set():
-        errors = [_stopped(request["seconds"])]
     with open(request["result"], "w") as f:
         json.dump(errors, f)
