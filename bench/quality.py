@@ -14,7 +14,8 @@ average for the course recipe, G itself for the seed's) with
 distance in the shipped classifier's feature space, class entropy, share legible,
 classes missing, Inception-Score analogue, and the memorisation figures: the median
 distance to the nearest training digit over a test digit's, and the share of near
-copies), prints one table and saves a plot of the metrics against training time. Scoring time is not
+copies), prints one table (under the floor and the share of real test digits that is
+legible) and saves a plot of the metrics against training time. Scoring time is not
 counted in the budgets. Nothing is cached: every run trains from scratch.
 
 ``--variants`` adds runs of the course FC recipe (of course DCGAN when the pairs include

@@ -427,8 +427,8 @@ def format_scores(scores: dict) -> str:
         "against the test split)",
         f"class_entropy      {scores['class_entropy']:.3f}   (1.0 = all ten classes equally often)",
         f"classes_missing    {scores['classes_missing'] or 'none'}",
-        f"legible            {scores['legible']:.1%}   (classifier confidence >= {CONFIDENT}"
-        + (f"; real test digits {scores['legible_real']:.1%})" if "legible_real" in scores else ")"),
+        f"legible            {scores['legible']:.1%}   (classifier confidence >= {CONFIDENT}; "
+        f"real test digits {scores['legible_real']:.1%})",
         f"inception_score    {scores['inception_score']:.2f}   (max 10)",
         f"memorisation_ratio {scores['memorisation_ratio']:.2f}   (distance to the nearest "
         "training digit, over a test digit's: about 1 = new digits, near 0 = copies)",

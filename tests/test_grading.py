@@ -288,15 +288,17 @@ def _alive(pid: int) -> bool:
     return state != b"Z"  # a zombie has ended; only its exit status is left
 
 
-LEFT_RUNNING = ("import os, subprocess, time\nchild = os.fork()\nif child == 0:\n    time.sleep(3600)\n"
-                # a daemon: a session of its own, its parent gone
-                "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-                "        open('pids.txt', 'a').write(f'{os.getpid()}\\n')\n        time.sleep(3600)\n"
-                "    os._exit(0)\n"
-                # another program in a session of its own: its command line is its own
-                "server = subprocess.Popen(['sleep', '3600'], start_new_session=True)\n"
-                "open('pids.txt', 'a').write(f'{child}\\n{os.getpid()}\\n')\ntime.sleep(1)\n"
-                "open('pids.txt', 'a').write(f'{server.pid}\\n')")
+LEFT_RUNNING = (
+    "import os, subprocess, time\n"
+    "def note(role, pid):\n    open('pids.txt', 'a').write(f'{role} {pid}\\n')\n"
+    "child = os.fork()\nif child == 0:\n    time.sleep(3600)\n"
+    # a daemon: a session of its own, its parent gone
+    "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+    "        note('daemon', os.getpid())\n        time.sleep(3600)\n    os._exit(0)\n"
+    # another program in a session of its own: its command line is its own
+    "server = subprocess.Popen(['sleep', '3600'], start_new_session=True)\n"
+    "note('child', child)\nnote('kernel', os.getpid())\nnote('server', server.pid)\n"
+    "while 'daemon' not in open('pids.txt').read():\n    time.sleep(0.1)")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -306,7 +308,7 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
     # own: stopping the worker once left it and 400 forks running as root.
     from gan_helpers.grading import sandbox
 
-    cells = [LEFT_RUNNING] + (["import time\ntime.sleep(10**6)"] if ends != "finished" else [])
+    cells = [LEFT_RUNNING] + (["1/0", "import time\ntime.sleep(10**6)"] if ends != "finished" else [])
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     (tmp_path / "home").mkdir()
     path = tmp_path / "home" / "returned.ipynb"
@@ -314,24 +316,27 @@ def test_nothing_a_notebook_started_outlives_its_run(tmp_path, monkeypatch, ends
     # Not the notebook's: in a session of its own, naming a folder that starts alike.
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
                                   str(tmp_path / "home2" / "x")], start_new_session=True)
-    pids = []
+    pids = {}
     try:
         if ends == "runner killed":  # the grader's limit before the runner's own
             monkeypatch.setattr(sandbox, "_GRACE_SECONDS", -10.0)
         errors = sandbox.run_notebook(path, cell_timeout=600, total_seconds=30, uid=None)
         if (path.parent / "pids.txt").exists():
-            pids = [int(line) for line in (path.parent / "pids.txt").read_text().split()]
+            lines = (path.parent / "pids.txt").read_text().splitlines()
+            pids = {role: int(pid) for role, pid in (line.split() for line in lines)}
         assert ("did not finish within 30 s" in " ".join(errors)) == (ends != "finished"), errors
-        assert len(pids) == 4  # the kernel, its child, the daemon and the server all started
+        # Stopped by the runner, a notebook keeps the errors of the cells before the limit.
+        assert ("cell 2: ZeroDivisionError" in " ".join(errors)) == (ends == "stopped"), errors
+        assert sorted(pids) == ["child", "daemon", "kernel", "server"]  # all started
         # The runner ends all four. Killed, it cannot: the grader then finds the three
         # that keep the kernel's command line, and the server escapes.
-        alive = [pid for pid in pids if _alive(pid)]
-        assert alive == ([pids[-1]] if ends == "runner killed" else []), (alive, pids)
+        alive = sorted(role for role, pid in pids.items() if _alive(pid))
+        assert alive == (["server"] if ends == "runner killed" else []), (alive, pids)
         if ends != "runner killed":  # and reaped by the runner, not left as zombies
-            assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+            assert not [role for role, pid in pids.items() if Path(f"/proc/{pid}").exists()]
         assert bystander.poll() is None
     finally:
-        for pid in pids:
+        for pid in pids.values():
             if _alive(pid):
                 os.kill(pid, 9)
         bystander.kill()

@@ -156,32 +156,39 @@ def end_descendants() -> None:
     left that it may kill, for at most _CLEANUP_SECONDS."""
     deadline = time.monotonic() + _CLEANUP_SECONDS
     while True:
-        signalled = kill_descendants()
+        left = kill_descendants()
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
-        if not signalled or time.monotonic() > deadline:
+        if not left or time.monotonic() > deadline:
             return
         time.sleep(0.01)
 
 
 def kill_descendants() -> set[int]:
-    """SIGKILL every descendant of this process seen in one look at /proc (zombies
-    too, which have ended); returns those signalled. One this process may not signal (a
-    setuid program) is left alone."""
-    children: dict[int, list[int]] = {}
+    """SIGKILL every running descendant of this process seen in one look at /proc.
+    Returns what is left to wait for: those signalled, and this process's own zombies,
+    which only it can reap. One it may not signal (a setuid program) is left alone, and
+    so is another's zombie (its children have already moved on)."""
+    me, children, zombies = os.getpid(), {}, set()
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         with contextlib.suppress(OSError, IndexError, ValueError):  # it ended meanwhile
             if entry.isdigit():
-                children.setdefault(int(_stat_fields(entry)[1]), []).append(int(entry))
-    signalled, todo = set(), list(children.get(os.getpid(), []))
+                fields = _stat_fields(entry)
+                children.setdefault(int(fields[1]), []).append(int(entry))
+                if fields[0] == b"Z":
+                    zombies.add(int(entry))
+    left = zombies & set(children.get(me, []))
+    todo = list(children.get(me, []))
     while todo:
         pid = todo.pop()
+        if pid in zombies:
+            continue
         todo.extend(children.get(pid, []))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-            signalled.add(pid)
-    return signalled
+            left.add(pid)
+    return left
 
 
 def _stat_fields(pid: str) -> list[bytes]:
@@ -286,7 +293,7 @@ def run_notebook(path: Path, cell_timeout: float, total_seconds: float = RUN_SEC
     home = path.parent
     result = home / ".cell-errors.json"
     request = {"path": str(path), "cell_timeout": cell_timeout, "seconds": total_seconds,
-               "result": str(result)}
+               "deadline": time.time() + total_seconds, "result": str(result)}
     # No pipe to this process or its kernel: what the student's code leaves running
     # could hold one open and hang the grader, or flood it.
     proc = subprocess.Popen(
@@ -333,7 +340,8 @@ def _run(request: dict) -> None:
                 state["stopped"] = True
                 kill_descendants()
 
-    timer = threading.Timer(request["seconds"], stop)
+    # From the grader's clock: the runner's own start-up counts against the limit.
+    timer = threading.Timer(max(0.0, request["deadline"] - time.time()), stop)
     timer.daemon = True
     timer.start()
     errors: list[str] = []
