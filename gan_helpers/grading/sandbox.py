@@ -170,14 +170,10 @@ def kill_descendants() -> set[int]:
     Returns what is left to wait for: those signalled, and this process's own zombies,
     which only it can reap. One it may not signal (a setuid program) is left alone, and
     so is another's zombie (its children have already moved on)."""
-    me, children, zombies = os.getpid(), {}, set()
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        with contextlib.suppress(OSError, IndexError, ValueError):  # it ended meanwhile
-            if entry.isdigit():
-                fields = _stat_fields(entry)
-                children.setdefault(int(fields[1]), []).append(int(entry))
-                if fields[0] == b"Z":
-                    zombies.add(int(entry))
+    me, children, stats = os.getpid(), {}, _process_stats()
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    zombies = {pid for pid, fields in stats.items() if fields[0] == b"Z"}
     left = zombies & set(children.get(me, []))
     todo = list(children.get(me, []))
     while todo:
@@ -191,10 +187,16 @@ def kill_descendants() -> set[int]:
     return left
 
 
-def _stat_fields(pid: str) -> list[bytes]:
-    """/proc/PID/stat's fields after the name: state, parent, group, session, ..."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        return f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces
+def _process_stats() -> dict[int, list[bytes]]:
+    """Each process's /proc/PID/stat fields after its name (state, parent, group,
+    session, ...), by pid; empty without /proc."""
+    stats = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        with contextlib.suppress(OSError, IndexError):  # it ended meanwhile
+            if entry.isdigit():
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stats[int(entry)] = f.read().rsplit(b")", 1)[1].split()  # names hold spaces
+    return stats
 
 
 def _kill_group(pgid: int) -> None:
@@ -208,19 +210,11 @@ def _running_processes(uid: int, needle: bytes) -> list[tuple[int, int, bool]]:
     """(pid, session id, whether its command line holds ``needle``) of each running
     process of user ``uid``; zombies, which have ended, are left out."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            fields = _stat_fields(entry)
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                named = needle in f.read()
-            if fields[0] != b"Z":
-                found.append((int(entry), int(fields[3]), named))
-        except (OSError, IndexError, ValueError):  # it ended meanwhile
-            pass
+    for pid, fields in _process_stats().items():
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            if fields[0] != b"Z" and os.stat(f"/proc/{pid}").st_uid == uid:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found.append((pid, int(fields[3]), needle in f.read()))
     return found
 
 
@@ -344,7 +338,8 @@ def _run(request: dict) -> None:
     timer = threading.Timer(max(0.0, request["deadline"] - time.time()), stop)
     timer.daemon = True
     timer.start()
-    errors: list[str] = []
+    errors: list[str] = []  # the cells'
+    failure: list[str] = []  # why the run stopped short, if it did
     try:
         from nbclient import NotebookClient
         from traitlets.config import Config
@@ -360,28 +355,24 @@ def _run(request: dict) -> None:
         try:
             client.execute()
         except Exception as err:  # the kernel died (out of memory, say) or could not start
-            errors.append(f"the notebook could not be run to the end: {type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''}")
-        with lock:
-            state["finished"] = True
-        if state["stopped"]:  # the kernel's death was ours: say why instead
-            errors = [_stopped(request["seconds"])]
-        found = []
+            failure = [f"the notebook could not be run to the end: {type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}"]
         for index, cell in enumerate(nb.cells):
             for out in cell.get("outputs", []):
                 if out.get("output_type") != "error":
                     continue
                 if out.get("ename") == "KeyboardInterrupt":  # nbclient interrupts at the limit
-                    found.append(f"cell {index + 1}: stopped at its {request['cell_timeout']:.0f}-s "
-                                 "limit (an endless loop, or a long wait?)")
+                    errors.append(f"cell {index + 1}: stopped at its {request['cell_timeout']:.0f}-s "
+                                  "limit (an endless loop, or a long wait?)")
                 else:
-                    found.append(f"cell {index + 1}: {out.get('ename')}: {out.get('evalue')}")
-        errors = found + errors
+                    errors.append(f"cell {index + 1}: {out.get('ename')}: {out.get('evalue')}")
     except Exception as err:  # noqa: BLE001 - reported to the teacher, not raised
-        errors.append(f"the notebook could not be run: {type(err).__name__}: {err}")
+        failure = [f"the notebook could not be run: {type(err).__name__}: {err}"]
     with lock:
         state["finished"] = True
     timer.cancel()
     end_descendants()
+    # When the timer ended the kernel, its death (the failure) was ours: say why instead.
+    errors += [_stopped(request["seconds"])] if state["stopped"] else failure
     with open(request["result"], "w") as f:
         json.dump(errors, f)
